@@ -58,7 +58,7 @@ class Table:
 
     @property
     def objectives(self) -> tuple[str, ...]:
-        return self.config.names
+        return tuple(self.config.names)
 
     def take(self, index: np.ndarray) -> Table:
         """Rows ``index`` (integer positions or a boolean mask) as a new Table."""
@@ -144,8 +144,7 @@ def _batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.Rec
         opts = pacsv.ConvertOptions(include_columns=columns)
         read = pacsv.ReadOptions(block_size=1 << 24)
         with pacsv.open_csv(path, read_options=read, convert_options=opts) as reader:
-            for batch in reader:
-                yield batch
+            yield from reader
         return
     pf = pq.ParquetFile(path)
     yield from pf.iter_batches(batch_size=batch_rows, columns=columns)

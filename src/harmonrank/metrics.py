@@ -29,6 +29,7 @@ __all__ = [
     "auc_sum",
     "gauc",
     "objective_table",
+    "oracle_scores",
     "paired_bootstrap",
 ]
 
@@ -231,6 +232,23 @@ def paired_bootstrap(
         diffs.append(metric(counts[:, gid]))
     d = np.concatenate(diffs)
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(d, [alpha, 1 - alpha])
-    p = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+    lo, hi = (float(q) for q in np.quantile(d, [alpha, 1 - alpha]))
+    p = min(1.0, 2.0 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
     return BootstrapResult(point, float(lo), float(hi), level, n_boot, p)
+
+
+def oracle_scores(truth: np.ndarray, labels: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
+    """The Bayes-optimal single score for the weighted AUC-sum (simulated data only).
+
+    Putting candidate i above j changes the expected AUC_m by ``(q_i^m - q_j^m) / (|P_m||N_m|)``, so the
+    expected AUC-sum is maximised by ranking on ``sum_m w_m q^m / (pi_m (1 - pi_m))`` with ``q^m`` the true
+    probabilities and ``pi_m`` the objective's base rate in the evaluated split (MISSION.md).
+    """
+    q = np.asarray(truth, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if q.shape != y.shape or q.ndim != 2:
+        raise DataError(f"truth and labels must both be (n, M). Got {q.shape} and {y.shape} instead.")
+    w = np.ones(q.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
+    pi = y.mean(axis=0)
+    scale = np.where((pi > 0) & (pi < 1), w / np.maximum(pi * (1 - pi), 1e-12), 0.0)
+    return np.asarray(q @ scale)

@@ -160,13 +160,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p) - np.log1p(-p)
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.asarray(np.log(q) - np.log1p(-q))
 
 
 def _ndtr(x: np.ndarray) -> np.ndarray:
     """Standard normal CDF (vectorised erf via math.erf would be slow; use the erfc identity)."""
-    return 0.5 * _erfc(-x / math.sqrt(2.0))
+    return np.asarray(0.5 * _erfc(-x / math.sqrt(2.0)))
 
 
 def _erfc(x: np.ndarray) -> np.ndarray:
@@ -177,7 +177,7 @@ def _erfc(x: np.ndarray) -> np.ndarray:
         -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
             -0.82215223 + t * 0.17087277))))))))
     r = t * np.exp(poly)
-    return np.where(x >= 0, r, 2.0 - r)
+    return np.asarray(np.where(x >= 0, r, 2.0 - r))
 
 
 class _World:
