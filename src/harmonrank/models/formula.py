@@ -16,7 +16,7 @@ __all__ = ["parse_weights", "weighted_product"]
 _EPS = 1e-7
 
 
-def weighted_product(scores: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+def weighted_product(scores: np.ndarray, weights: Sequence[float] | np.ndarray) -> np.ndarray:
     """Log of the weighted product of the score columns: ``sum_m w_m log(clip(p_m))``.
 
     Parameters
