@@ -132,21 +132,25 @@ def _coefficients(y: Tensor, gid: Tensor | None) -> Tensor:
 
 # --------------------------------------------------------------------------- piecewise linear, O(N log N)
 
-def _pl_keys(scores: Tensor, gid: Tensor | None, tau: Tensor) -> tuple[Tensor, Tensor]:
-    """Float64 sort keys; groups are laid out on disjoint intervals more than tau apart."""
+def _pl_keys(scores: Tensor, gid: Tensor | None, tau: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Float64 sort keys, group floors and within-group values.
+
+    Groups are laid out on disjoint intervals more than tau apart, so no window crosses a group; sums use
+    the within-group values (not the large keys) to avoid cancellation at tiny temperatures.
+    """
     s = scores.detach().to(torch.float64)
     if gid is None:
-        return s, torch.zeros_like(s)
-    lo = s.min()
-    step = (s.max() - lo) + 2 * tau.detach().to(torch.float64) + 1.0
+        return s, torch.full_like(s, -torch.inf), s
+    local = s - s.min()
+    step = local.max() + 2 * tau.detach().to(torch.float64) + 1.0
     floor = gid.to(torch.float64) * step
-    return floor + (s - lo), floor - 0.5
+    return floor + local, floor - 0.5, local
 
 
 class _PiecewiseLinearAUC(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, scores: Tensor, labels: Tensor, coef: Tensor, keys: Tensor, floors: Tensor,
-                tau: Tensor) -> Tensor:
+                local: Tensor, tau: Tensor) -> Tensor:
         t = tau.detach().to(torch.float64)
         y = labels.to(torch.float64)
         c = coef.to(torch.float64)
@@ -163,12 +167,12 @@ class _PiecewiseLinearAUC(torch.autograd.Function):
 
         neg = 1.0 - y[order]
         neg_cnt = prefix(neg)
-        neg_key = prefix(neg * ks[:, None])
+        neg_key = prefix(neg * local[order][:, None])
         pos_w = prefix((y * c)[order])
         mid_cnt = neg_cnt[hi] - neg_cnt[lo]  # negatives inside the linear part of each row's window
         mid_sum = neg_key[hi] - neg_key[lo]
         below = neg_cnt[lo] - neg_cnt[start]
-        soft_count = below + (mid_cnt * (keys + t / 2)[:, None] - mid_sum) / t
+        soft_count = below + (mid_cnt * (local + t / 2)[:, None] - mid_sum) / t
         value = (y * c * soft_count).sum(0)
         # d value_m / d s_i: as a positive, (negatives in its window) c_im / tau; as a negative, minus the
         # c-weighted positives in its window / tau (the window relation is symmetric)
@@ -179,7 +183,7 @@ class _PiecewiseLinearAUC(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         (deriv,) = ctx.saved_tensors
-        return deriv @ grad_out, None, None, None, None, None
+        return deriv @ grad_out, None, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------- logistic, O(|P| N)
@@ -340,8 +344,8 @@ def soft_auc(
         return torch.zeros(y.shape[1], dtype=s.dtype, device=s.device)
     if method == "pl":
         coef = _coefficients(y, gid)
-        keys, floors = _pl_keys(s, gid, tau)
-        out: Tensor = _PiecewiseLinearAUC.apply(s, y, coef, keys, floors, tau)
+        keys, floors, local = _pl_keys(s, gid, tau)
+        out: Tensor = _PiecewiseLinearAUC.apply(s, y, coef, keys, floors, local, tau)
         return out
     if method == "logistic":
         out = _LogisticAUC.apply(s, y, _coefficients(y, gid), gid, tau)
