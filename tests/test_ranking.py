@@ -5,10 +5,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import auc_pairs, gauc_loop, pl_step, projection_rank, soft_auc_pairs
 from sklearn.metrics import roc_auc_score
 
 from harmonrank.ranking import METHODS, SoftRankError, soft_auc, soft_auc_loss, soft_rank, spread
+from reference import auc_pairs, gauc_loop, pl_step, projection_rank, soft_auc_pairs
 
 D = torch.float64
 

@@ -7,6 +7,7 @@ from .data import Table, iter_tables, read_table
 from .errors import ConfigError, DataError, HarmonRankError
 from .metrics import BootstrapResult, auc, auc_sum, gauc, objective_table, oracle_scores, paired_bootstrap
 from .models.formula import weighted_product
+from .ranking import soft_auc, soft_auc_loss, soft_rank
 from .simulate import SimulatorConfig, simulate, simulate_table
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "simulate",
     "simulate_table",
     "simulator_config",
+    "soft_auc",
+    "soft_auc_loss",
+    "soft_rank",
     "weighted_product",
 ]
 

@@ -20,8 +20,11 @@ replaces ``rank`` by a differentiable soft rank. This module ships four operator
 
 **Scale-free temperature.** ``temperature`` is relative: the operator multiplies it by the batch's score
 spread (the standard deviation of ``scores``, detached; 1 when all scores are equal) and, for the projection,
-divides by N (its regularisation acts on rank gaps of 1, so a fixed strength pools ever more items as N
-grows: the known "soft AUC collapses to 0.5" trap). Hence the soft AUC is unchanged by any affine rescaling
+divides by N: ``eps = temperature * std / N`` (its regularisation acts on rank gaps of 1, so a fixed strength
+pools ever more items as N grows: the known "soft AUC collapses to 0.5" trap). So for ``pl`` the soft step
+is linear over a window of ``temperature`` standard deviations, for ``logistic``/``softsort`` it is the
+sigmoid/softmax scale in standard deviations, and for ``projection`` it is in units of the mean gap between
+neighbouring scores. Hence the soft AUC is unchanged by any affine rescaling
 ``a * s + b`` (a > 0) and, in expectation, by the batch size. ``relative=False`` uses ``temperature`` as is.
 
 All functions are batch-first, keep the input's device and dtype for their outputs, and never call
@@ -53,7 +56,7 @@ METHODS: tuple[str, ...] = ("pl", "logistic", "projection", "softsort")
 
 #: default relative temperature per operator, chosen by benchmarks/soft_auc.py so that
 #: |soft AUC - exact AUC| < 0.01 at every N while gradients stay non-zero for a useful share of the batch
-DEFAULT_TEMPERATURE: dict[str, float] = {"pl": 0.05, "logistic": 0.01, "projection": 0.05, "softsort": 0.01}
+DEFAULT_TEMPERATURE: dict[str, float] = {"pl": 0.1, "logistic": 0.01, "projection": 2.5, "softsort": 0.01}
 
 _CHUNK = 1 << 22  # elements per pairwise block in the logistic operator
 
@@ -110,8 +113,9 @@ def _group_ids(group: Tensor | np.ndarray | None, n: int, device: torch.device) 
 def _coefficients(y: Tensor, gid: Tensor | None) -> Tensor:
     """Per-row, per-objective normaliser c such that soft AUC_m = sum_{i in P_m} c_im S_im.
 
-    Without groups c = 1 / (|P_m||N_m|), shape (M,); with groups, shape (N, M), c = n_g / (|P_gm||N_gm| sum_g' n_g') over the groups
-    that hold both classes (impression-weighted GAUC), 0 elsewhere.
+    Without groups c = 1 / (|P_m||N_m|), shape (M,). With groups, shape (N, M),
+    c = n_g / (|P_gm||N_gm| sum_g' n_g') over the groups that hold both classes (impression-weighted GAUC),
+    0 elsewhere.
     """
     if gid is None:
         p = y.T @ torch.ones_like(y[:, 0])  # BLAS gemv: several times faster than y.sum(0) on (N, M)
