@@ -97,7 +97,7 @@ def run_case(name: str, n: int) -> dict[str, float | int | str]:
     assert x.grad is not None
     err = float(np.abs(val.detach().double().numpy() - exact).max())
     share = float((x.grad != 0).float().mean())
-    repeats = 7 if n <= 65_536 else 5 if n <= 262_144 else 5
+    repeats = 7 if n <= 65_536 else 5
     times = []
     for _ in range(repeats if first < 3 else 1):
         x = s.clone().requires_grad_(True)

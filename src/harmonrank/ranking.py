@@ -107,7 +107,8 @@ def _group_ids(group: Tensor | np.ndarray | None, n: int, device: torch.device) 
     g = torch.as_tensor(np.asarray(group) if not isinstance(group, Tensor) else group, device=device)
     if g.shape != (n,):
         raise SoftRankError(f"group must have shape ({n},). Got {tuple(g.shape)} instead.")
-    return torch.unique(g, return_inverse=True)[1]
+    inverse: Tensor = torch.unique(g, return_inverse=True)[1]
+    return inverse
 
 
 def _coefficients(y: Tensor, gid: Tensor | None) -> Tensor:
@@ -351,7 +352,7 @@ def soft_rank(
     s, _ = _check(scores, torch.zeros(scores.shape[0], 1))
     tau = _temperature(s, method, temperature, relative)
     if method == "projection":
-        out: Tensor = _ProjectionRank.apply(s / tau)
+        out: Tensor = _ProjectionRank.apply(s / tau)  # type: ignore[no-untyped-call]
         return out
     if method == "softsort":
         return _softsort_rank(s, tau)
@@ -411,13 +412,13 @@ def soft_auc(
     if method == "pl":
         coef = _coefficients(y, gid)
         keys, floors, local = _pl_keys(s, gid, tau)
-        out: Tensor = _PiecewiseLinearAUC.apply(s, y, coef, keys, floors, local, tau)
+        out: Tensor = _PiecewiseLinearAUC.apply(s, y, coef, keys, floors, local, tau)  # type: ignore[no-untyped-call]
         return out
     if method == "logistic":
-        out = _LogisticAUC.apply(s, y, _coefficients(y, gid), gid, tau)
+        out = _LogisticAUC.apply(s, y, _coefficients(y, gid), gid, tau)  # type: ignore[no-untyped-call]
         return out
     if method == "projection":
-        return _rank_sum_auc(_ProjectionRank.apply(s / tau), y)
+        return _rank_sum_auc(_ProjectionRank.apply(s / tau), y)  # type: ignore[no-untyped-call]
     return _rank_sum_auc(_softsort_rank(s, tau), y)
 
 
