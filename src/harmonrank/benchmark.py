@@ -1,21 +1,36 @@
-"""Comparison of rankings on one table: per-objective AUC / GAUC, AUC-sum, oracle rows.
+"""The benchmark: every ranker on the same time-split data, several seeds, one report.
 
-Each ranking is one score per row; every ranking is evaluated on the same rows in the same run.
+``run_benchmark`` fits each ranker on train (early stopping / tuning on valid), scores the test slice, and
+writes a results folder: per-objective AUC / GAUC, AUC-sum with mean and spread over seeds, paired bootstrap
+CIs of each ranker's AUC-sum difference vs the baseline (the one-step BCE ensemble), the oracle rows and the
+replay on simulated data, a trade-off plot, the learned attention beside the label correlations, training
+curves, and ``report.md``. ``compare_rankings`` / ``reference_rankings`` evaluate untrained rankings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import logging
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .data import Table
-from .errors import DataError
-from .metrics import auc, gauc, oracle_scores
+from .config import DatasetConfig, load_config, simulator_config
+from .data import Table, read_table
+from .errors import ConfigError, DataError
+from .metrics import auc, auc_sum, gauc, oracle_scores, paired_bootstrap
 from .models.formula import weighted_product
+from .simulate import SimulatorConfig, simulate
 
-__all__ = ["compare_rankings", "reference_rankings"]
+__all__ = ["BenchmarkConfig", "compare_rankings", "load_benchmark_config", "reference_rankings", "run_benchmark"]
+
+log = logging.getLogger(__name__)
 
 
 def reference_rankings(table: Table) -> dict[str, np.ndarray]:
@@ -55,3 +70,275 @@ def compare_rankings(
         row["gauc_sum"] = gtotal
         rows.append(row)
     return rows
+
+
+DEFAULT_RANKERS = ("formula", "lambdamart", "pairwise", "one_step_bce", "one_step_rank", "harmonrank_bce",
+                   "harmonrank_no_user", "harmonrank_group", "harmonrank")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to compare on which data (TOML sections [data], [train], [benchmark]; see docs/benchmark.md)."""
+
+    # data: either simulate (rows > 0) or read `path` with its dataset `config`
+    rows: int = 300_000
+    sim_seed: int = 0
+    rates: dict[str, float] = field(default_factory=dict)
+    sim_options: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    dataset_config: str | None = None
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    # training (shared by every neural ranker)
+    max_epochs: int = 10
+    batch_size: int = 4096
+    lr: float = 3e-3
+    patience: int = 3
+    weight_decay: float = 1e-4
+    # comparison
+    rankers: tuple[str, ...] = DEFAULT_RANKERS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    baseline: str = "one_step_bce"
+    n_boot: int = 200
+    replay_k: int = 10
+    formula_trials: int = 100
+    sweep_objective: str = "buy"
+    sweep_weights: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)
+    segment_feature: str | None = "u_activity"
+    trade_off: tuple[str, ...] = ("buy", "follow", "comment")
+    observable_oracle: bool = True
+
+    def __post_init__(self) -> None:
+        from .estimator import RANKERS
+
+        unknown = [r for r in self.rankers if r not in RANKERS]
+        if unknown:
+            raise ConfigError(f"benchmark: unknown ranker(s) {', '.join(unknown)}; known: {', '.join(RANKERS)}")
+        if not self.seeds:
+            raise ConfigError("benchmark: seeds must name at least one seed")
+        if self.path is None and self.rows < 1000:
+            raise ConfigError(f"benchmark: rows must be >= 1000 to simulate. Got {self.rows} instead.")
+
+
+def load_benchmark_config(path: str | Path | None, **overrides: Any) -> BenchmarkConfig:
+    """Read a benchmark TOML ([data], [train], [benchmark] tables); keyword overrides win."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"benchmark config {str(p)!r} does not exist")
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"benchmark config {str(p)!r} is not valid TOML: {err}") from err
+        base = p.parent
+        for section in ("data", "train", "benchmark"):
+            raw.update(doc.pop(section, {}))
+        if doc:
+            raise ConfigError(f"{p}: unknown section(s) {', '.join(doc)}; allowed: data, train, benchmark")
+        if "seed" in raw:
+            raw["sim_seed"] = raw.pop("seed")
+        for key in ("path", "dataset_config"):
+            if raw.get(key) and not Path(raw[key]).is_absolute():
+                raw[key] = str((base / raw[key]).resolve())
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f for f in BenchmarkConfig.__dataclass_fields__}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"benchmark config: unknown key(s) {', '.join(unknown)}")
+    for key in ("split", "rankers", "seeds", "sweep_weights", "trade_off"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    return BenchmarkConfig(**raw)
+
+
+def _load_data(cfg: BenchmarkConfig, tmp: Path) -> tuple[Table, dict[str, Any]]:
+    if cfg.path is not None:
+        dcfg = load_config(cfg.dataset_config)
+        return read_table(cfg.path, dcfg), {"path": cfg.path, "dataset_config": dcfg.to_dict()}
+    sim = SimulatorConfig(rows=cfg.rows, seed=cfg.sim_seed, rates=dict(cfg.rates), **cfg.sim_options)
+    path = tmp / "sim.parquet"
+    simulate(path, sim)
+    return read_table(path, simulator_config()), {"simulator": sim.to_dict()}
+
+
+def observable_oracle(train: Table, test: Table) -> np.ndarray:
+    """The best AUC-sum ranking reachable from the ensemble's inputs, estimated (simulated data only).
+
+    LightGBM regressors learn logit(true_m) from the same inputs the rankers see (the scores' logits and the
+    personalised features) on train; their predictions go into the Bayes-optimal AUC-sum formula. Any
+    ensemble's gap to the full oracle below this line is upstream noise no ensemble can remove.
+    """
+    import lightgbm as lgb
+
+    from .features import FeatureEncoder
+
+    assert train.truth is not None and test.truth is not None and test.labels is not None
+
+    def matrix(t: Table) -> np.ndarray:
+        cols = [FeatureEncoder.logit(t.scores)]
+        for c in t.config.categorical:
+            vocab = {v: i for i, v in enumerate(sorted(set(train.features[c].astype(str))))}
+            cols.append(np.array([vocab.get(v, -1) for v in t.features[c].astype(str)], float)[:, None])
+        cols += [t.features[c].astype(float)[:, None] for c in t.config.numeric]
+        return np.hstack(cols)
+
+    xtr, xte = matrix(train), matrix(test)
+    preds = []
+    for m in range(train.truth.shape[1]):
+        reg = lgb.LGBMRegressor(n_estimators=300, learning_rate=0.05, num_leaves=63, verbose=-1, n_jobs=2,
+                                random_state=0)
+        reg.fit(xtr, FeatureEncoder.logit(train.truth[:, m]))
+        preds.append(1.0 / (1.0 + np.exp(-reg.predict(xte))))
+    return oracle_scores(np.stack(preds, 1), test.labels, test.config.weights)
+
+
+def _metrics(table: Table, score: np.ndarray) -> dict[str, float]:
+    assert table.labels is not None
+    row: dict[str, float] = {}
+    total = gtotal = 0.0
+    for m, obj in enumerate(table.objectives):
+        a = auc(score, table.labels[:, m])
+        g = gauc(score, table.labels[:, m], table.user)
+        row[f"auc_{obj}"], row[f"gauc_{obj}"] = a, g
+        w = table.config.weights[m]
+        total += w * (0.0 if np.isnan(a) else a)
+        gtotal += w * (0.0 if np.isnan(g) else g)
+    row["auc_sum"], row["gauc_sum"] = total, gtotal
+    return row
+
+
+def run_benchmark(
+    cfg: BenchmarkConfig,
+    out_dir: str | Path,
+    *,
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the whole comparison and write ``out_dir`` (results.json, report.md, PNG plots)."""
+    from .estimator import NeuralRanker, make_ranker
+    from .report import write_benchmark_report
+    from .train import TrainConfig
+
+    say = on_event or (lambda msg: log.info(msg))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        table, data_info = _load_data(cfg, Path(tmp))
+    train, valid, test = table.split_by_time(cfg.split)
+    if test.labels is None:
+        raise DataError("benchmark data needs labels")
+    say(f"data: {len(table):,} rows -> train {len(train):,} / valid {len(valid):,} / test {len(test):,}")
+    weights = test.config.weights
+    base_train = TrainConfig(max_epochs=cfg.max_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                             patience=cfg.patience, weight_decay=cfg.weight_decay)
+    scores: dict[str, dict[int, np.ndarray]] = {}
+    per_seed: list[dict[str, Any]] = []
+    histories: dict[str, list[dict[str, float]]] = {}
+    attention: dict[str, Any] = {}
+    fitted: dict[str, Any] = {}
+    for seed in cfg.seeds:
+        for name in cfg.rankers:
+            t0 = time.perf_counter()
+            opts: dict[str, Any] = {"n_trials": cfg.formula_trials} if name == "formula" else {}
+            ranker = make_ranker(name, replace(base_train, seed=seed), **opts)
+            ranker.fit(train, valid=valid)
+            secs = time.perf_counter() - t0
+            s = ranker.predict(test)
+            scores.setdefault(name, {})[seed] = s
+            row = {"ranker": name, "seed": seed, "fit_seconds": secs, **_metrics(test, s),
+                   "valid_auc_sum": ranker.score(valid)}
+            per_seed.append(row)
+            say(f"seed {seed} {name:<20} test AUC-sum {row['auc_sum']:.4f}  ({secs:.0f}s)")
+            if seed == cfg.seeds[0]:
+                fitted[name] = ranker
+                if isinstance(ranker, NeuralRanker):
+                    histories[name] = ranker.history_
+    # aggregate over seeds
+    summary = []
+    metric_keys = [k for k in per_seed[0] if k.startswith(("auc_", "gauc_"))]
+    for name in cfg.rankers:
+        rows = [r for r in per_seed if r["ranker"] == name]
+        agg: dict[str, Any] = {"ranker": name}
+        for k in metric_keys:
+            vals = np.array([r[k] for r in rows], dtype=float)
+            agg[k] = float(np.nanmean(vals))
+            agg[f"{k}_std"] = float(np.nanstd(vals))
+        agg["fit_seconds"] = float(np.mean([r["fit_seconds"] for r in rows]))
+        summary.append(agg)
+    # paired bootstrap vs the baseline, on the first seed's models (same test requests for both)
+    seed0 = cfg.seeds[0]
+    boot: dict[str, Any] = {}
+    if cfg.baseline in scores:
+        for name in cfg.rankers:
+            if name == cfg.baseline:
+                continue
+            res = paired_bootstrap(scores[name][seed0], scores[cfg.baseline][seed0], test.labels, test.request,
+                                   weights=weights, n_boot=cfg.n_boot, random_state=seed0)
+            boot[name] = asdict(res) | {"excludes_zero": res.excludes_zero}
+    # oracle rows and replay (simulated data only)
+    oracle: dict[str, Any] = {}
+    replay_rows: list[dict[str, Any]] = []
+    if test.truth is not None:
+        from .replay import replay
+
+        per_obj = {f"auc_{o}": auc(test.truth[:, m], test.labels[:, m]) for m, o in enumerate(test.objectives)}
+        oracle["per_objective"] = per_obj | {"auc_sum": sum(per_obj.values())}
+        oracle["auc_sum_oracle"] = _metrics(test, oracle_scores(test.truth, test.labels, weights))
+        if cfg.observable_oracle and train.truth is not None:
+            oracle["observable_oracle"] = _metrics(test, observable_oracle(train, test))
+        rankings = {name: scores[name][seed0] for name in cfg.rankers}
+        rankings["oracle (AUC-sum)"] = oracle_scores(test.truth, test.labels, weights)
+        for name, s in rankings.items():
+            replay_rows.append({"ranker": name, **replay(s, test.truth, test.request, test.objectives,
+                                                         cfg.replay_k)})
+        base_row = next((r for r in replay_rows if r["ranker"] == cfg.baseline), None)
+        if base_row is not None:
+            for r in replay_rows:
+                for o in test.objectives:
+                    r[f"gain_{o}"] = r[o] / base_row[o] - 1.0 if base_row[o] else float("nan")
+    # HarmonRank across a sweep of one objective's weight (trade-off curve), first seed
+    sweep = []
+    if "harmonrank" in cfg.rankers and cfg.sweep_weights and cfg.sweep_objective in test.objectives:
+        for wgt in cfg.sweep_weights:
+            tcfg = test.config.with_weights({cfg.sweep_objective: wgt})
+            tr_w, va_w = replace(train, config=tcfg), replace(valid, config=tcfg)
+            ranker = make_ranker("harmonrank", replace(base_train, seed=seed0)).fit(tr_w, valid=va_w)
+            s = ranker.predict(replace(test, config=tcfg))
+            sweep.append({"weight": wgt, **_metrics(test, s)})
+            say(f"sweep {cfg.sweep_objective} weight {wgt:g}: test AUC-sum {sweep[-1]['auc_sum']:.4f}")
+        main = next(r for r in summary if r["ranker"] == "harmonrank")
+        sweep.append({"weight": 1.0, **{k: v for k, v in main.items() if not k.endswith("_std")}})
+        sweep.sort(key=lambda r: r["weight"])
+    # what the alignment step learned: attention per user segment, beside the label correlations
+    if "harmonrank" in fitted:
+        attn = fitted["harmonrank"].attention(test)
+        if attn is not None:
+            seg = cfg.segment_feature if cfg.segment_feature in test.features else None
+            groups = {"all users": np.ones(len(test), bool)}
+            if seg:
+                for v in sorted(set(test.features[seg].astype(str))):
+                    groups[f"{seg}={v}"] = test.features[seg].astype(str) == v
+            attention = {k: attn[mask].mean(0).tolist() for k, mask in groups.items() if mask.any()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        label_corr = np.nan_to_num(np.corrcoef(test.labels.T.astype(float))).tolist()
+    results = {
+        "config": asdict(cfg),
+        "data": data_info,
+        "split_rows": {"train": len(train), "valid": len(valid), "test": len(test)},
+        "test_positives": {o: int(test.labels[:, m].sum()) for m, o in enumerate(test.objectives)},
+        "objectives": list(test.objectives),
+        "weights": list(weights),
+        "per_seed": per_seed,
+        "summary": summary,
+        "bootstrap_vs_baseline": boot,
+        "oracle": oracle,
+        "replay": replay_rows,
+        "sweep": sweep,
+        "attention": attention,
+        "label_correlation": label_corr,
+        "histories": histories,
+        "seconds": time.perf_counter() - t_start,
+    }
+    write_benchmark_report(results, out)
+    say(f"report: {out / 'report.md'}")
+    return results

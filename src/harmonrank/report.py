@@ -100,3 +100,245 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines.append(markdown_table([{"": n, **{c: float(v) for c, v in zip(names, row, strict=True)}}
                                  for n, row in zip(names, mat, strict=True)]))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+
+
+def _write_text(path: Path, text: str) -> None:
+    import os
+
+    from .data import atomic_path
+
+    tmp, final = atomic_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_fig(fig: Any, path: Path) -> None:
+    import os
+
+    import matplotlib.pyplot as plt
+
+    from .data import atomic_path
+
+    tmp, final = atomic_path(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+
+
+def plot_trade_off(results: dict[str, Any], path: Path) -> None:
+    """Buy AUC against each other trade-off objective's AUC, per ranker, plus HarmonRank's weight sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objs = [o for o in results["config"]["trade_off"] if o in results["objectives"]]
+    if len(objs) < 2:
+        return
+    main, others = objs[0], objs[1:]
+    fig, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 4.5), squeeze=False)
+    for ax, other in zip(axes[0], others, strict=True):
+        for row in results["summary"]:
+            star = row["ranker"] == "harmonrank"
+            ax.scatter(row[f"auc_{other}"], row[f"auc_{main}"], s=80 if star else 35,
+                       marker="*" if star else "o", zorder=3)
+            ax.annotate(row["ranker"], (row[f"auc_{other}"], row[f"auc_{main}"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        if results["sweep"]:
+            xs = [r[f"auc_{other}"] for r in results["sweep"]]
+            ys = [r[f"auc_{main}"] for r in results["sweep"]]
+            ax.plot(xs, ys, "-", color="grey", lw=1, zorder=2)
+            for r, x, y in zip(results["sweep"], xs, ys, strict=True):
+                ax.annotate(f"w={r['weight']:g}", (x, y), fontsize=6, color="grey", xytext=(-10, -9),
+                            textcoords="offset points")
+        ax.set_xlabel(f"{other} AUC")
+        ax.set_ylabel(f"{main} AUC")
+        ax.grid(alpha=0.3)
+    sweep_obj = results["config"]["sweep_objective"]
+    fig.suptitle(f"Trade-off on the test slice (mean over seeds); grey: HarmonRank sweeping the {sweep_obj} weight")
+    _save_fig(fig, path)
+
+
+def plot_attention(results: dict[str, Any], path: Path) -> None:
+    """Label correlation matrix beside HarmonRank's step-1 attention, averaged per user segment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    att = results["attention"]
+    if not att:
+        return
+    names = results["objectives"]
+    panels = [("label correlation (test)", np.array(results["label_correlation"]))]
+    panels += [(f"attention: {k}", np.array(v)) for k, v in att.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    for ax, (title, mat) in zip(axes[0], panels, strict=True):
+        im = ax.imshow(mat, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_title(title, fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle("Rows attend to columns: what the alignment step learned", fontsize=9)
+    _save_fig(fig, path)
+
+
+def plot_curves(results: dict[str, Any], path: Path) -> None:
+    """Validation AUC-sum per epoch of each neural ranker (first seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not results["histories"]:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, hist in results["histories"].items():
+        xs = [h["epoch"] for h in hist if "valid_auc_sum" in h]
+        ax.plot(xs, [h["valid_auc_sum"] for h in hist if "valid_auc_sum" in h], marker="o", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation AUC-sum")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save_fig(fig, path)
+
+
+def _verdict(results: dict[str, Any]) -> list[str]:
+    """Plain statements computed from the numbers: what wins, what does not."""
+    out: list[str] = []
+    summ = {r["ranker"]: r for r in results["summary"]}
+    base = results["config"]["baseline"]
+    if "harmonrank" not in summ:
+        return out
+    hr = summ["harmonrank"]["auc_sum"]
+    above = [n for n, r in summ.items() if n != "harmonrank" and r["auc_sum"] >= hr]
+    if above:
+        out.append(f"- HarmonRank's mean test AUC-sum ({hr:.4f}) is **not** above every other ranker: "
+                   + ", ".join(f"{n} ({summ[n]['auc_sum']:.4f})" for n in above) + " match or beat it.")
+    else:
+        out.append(f"- HarmonRank has the highest mean test AUC-sum of all {len(summ)} rankers ({hr:.4f}).")
+    b = results["bootstrap_vs_baseline"].get("harmonrank")
+    if b:
+        verdict = "excludes zero" if b["excludes_zero"] else "does **not** exclude zero"
+        out.append(f"- vs {base}: AUC-sum difference {b['difference']:+.4f}, 95% CI "
+                   f"[{b['low']:+.4f}, {b['high']:+.4f}] ({verdict}; first seed, {b['n_boot']} request resamples).")
+    ora = results["oracle"]
+    if ora and "formula" in summ:
+        f = summ["formula"]["auc_sum"]
+        full = ora["auc_sum_oracle"]["auc_sum"]
+        out.append(f"- Gap closed between the tuned formula ({f:.4f}) and the AUC-sum oracle ({full:.4f}): "
+                   f"{(hr - f) / (full - f):.1%}.")
+        if "observable_oracle" in ora:
+            obs = ora["observable_oracle"]["auc_sum"]
+            out.append(f"  The best ranking reachable from the ensemble's inputs (observable oracle) scores {obs:.4f}, "
+                       f"i.e. {(obs - f) / (full - f):.1%} of that gap is reachable at all; HarmonRank closes "
+                       f"{(hr - f) / (obs - f):.1%} of the reachable part.")
+    rep = {r["ranker"]: r for r in results["replay"]}
+    if "harmonrank" in rep and "gain_buy" in rep["harmonrank"]:
+        r = rep["harmonrank"]
+        parts = [f"{o} {r[f'gain_{o}']:+.2%}" for o in results["objectives"] if f"gain_{o}" in r]
+        out.append(f"- Replay (top-{results['config']['replay_k']}, first seed) vs {base}: " + ", ".join(parts) + ".")
+    for abl, what in (("harmonrank_bce", "the rank loss"), ("one_step_rank", "the two-step structure"),
+                      ("harmonrank_no_user", "personalisation")):
+        if abl in summ:
+            d = hr - summ[abl]["auc_sum"]
+            out.append(f"- Ablation without {what} ({abl}): AUC-sum {summ[abl]['auc_sum']:.4f}, "
+                       f"so {what} buys {d:+.4f}.")
+    return out
+
+
+def benchmark_markdown(results: dict[str, Any]) -> str:
+    objs = results["objectives"]
+    cfg = results["config"]
+    base = cfg["baseline"]
+    data = results["data"]
+    if "simulator" in data:
+        sim = data["simulator"]
+        src = (f"simulated: {sim['rows']:,} impressions, simulator seed {sim['seed']}, base rates "
+               + ", ".join(f"{k} {v:g}" for k, v in sim["rates"].items()))
+    else:
+        src = f"file `{Path(data['path']).name}`"
+    sr = results["split_rows"]
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Data: {src}. Split by time: train {sr['train']:,} / valid {sr['valid']:,} / test {sr['test']:,} rows. "
+        f"Seeds {', '.join(map(str, cfg['seeds']))}; neural rankers: AdamW lr {cfg['lr']:g}, batch "
+        f"{cfg['batch_size']:,}, up to {cfg['max_epochs']} epochs, early stopping on validation AUC-sum "
+        f"(patience {cfg['patience']}). Formula: {cfg['formula_trials']} Optuna TPE trials. "
+        f"Objective weights: {', '.join(f'{o} {w:g}' for o, w in zip(objs, results['weights'], strict=True))}. "
+        f"Run time {results['seconds'] / 60:.1f} min.",
+        "",
+        "Test positives: " + ", ".join(f"{o} {n:,}" for o, n in results["test_positives"].items()) + ".",
+        "",
+        "## Verdict",
+        "",
+        *_verdict(results),
+        "",
+        "## Test AUC per objective (mean over seeds) and AUC-sum (mean ± std)",
+        "",
+    ]
+    rows = []
+    boot = results["bootstrap_vs_baseline"]
+    for r in results["summary"]:
+        row: dict[str, Any] = {"ranker": r["ranker"]}
+        row.update({o: r[f"auc_{o}"] for o in objs})
+        row["AUC-sum"] = f"{r['auc_sum']:.4f} ± {r['auc_sum_std']:.4f}"
+        row["GAUC-sum"] = r["gauc_sum"]
+        b = boot.get(r["ranker"])
+        row[f"Δ vs {base} [95% CI]"] = (f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]"
+                                        if b else "—")
+        row["fit s"] = f"{r['fit_seconds']:.0f}"
+        rows.append(row)
+    ora = results["oracle"]
+    if ora:
+        rows.append({"ranker": "oracle, per objective (true_m for each m)",
+                     **{o: ora["per_objective"][f"auc_{o}"] for o in objs},
+                     "AUC-sum": f"{ora['per_objective']['auc_sum']:.4f} (bound)", "GAUC-sum": "", "fit s": ""})
+        for key, label in (("auc_sum_oracle", "oracle, AUC-sum optimal single score"),
+                           ("observable_oracle", "observable oracle (from the ensemble's inputs)")):
+            if key in ora:
+                o_row = ora[key]
+                rows.append({"ranker": label, **{o: o_row[f"auc_{o}"] for o in objs},
+                             "AUC-sum": f"{o_row['auc_sum']:.4f}", "GAUC-sum": o_row["gauc_sum"], "fit s": ""})
+    lines.append(markdown_table(rows))
+    lines += ["", "## Test GAUC per objective (by user, mean over seeds)", ""]
+    lines.append(markdown_table([{"ranker": r["ranker"], **{o: r[f"gauc_{o}"] for o in objs},
+                                  "GAUC-sum": r["gauc_sum"]} for r in results["summary"]]))
+    if results["replay"]:
+        lines += ["", f"## Replay: expected outcomes with the top {cfg['replay_k']} exposed (first seed)", "",
+                  "Expected counts over the test requests; gain relative to " + base + ".", ""]
+        rep_rows = []
+        for r in results["replay"]:
+            row = {"ranker": r["ranker"]}
+            for o in objs:
+                row[o] = f"{r[o]:,.1f}" + (f" ({r[f'gain_{o}']:+.2%})" if f"gain_{o}" in r else "")
+            rep_rows.append(row)
+        lines.append(markdown_table(rep_rows))
+    if results["sweep"]:
+        lines += ["", f"## HarmonRank across {cfg['sweep_objective']} weights (first seed; others at 1)", ""]
+        lines.append(markdown_table([{"weight": r["weight"], **{o: r[f"auc_{o}"] for o in objs},
+                                      "AUC-sum (equal weights)": r["auc_sum"]} for r in results["sweep"]]))
+    lines += ["", "## Plots", "", "![trade-off](trade_off.png)", "", "![attention](attention.png)", "",
+              "![training curves](curves.png)", ""]
+    return "\n".join(lines)
+
+
+def write_benchmark_report(results: dict[str, Any], out: Path) -> None:
+    """results.json, report.md and the PNG plots, each written atomically."""
+    import json
+
+    _write_text(out / "results.json", json.dumps(results, indent=1, default=float) + "\n")
+    plot_trade_off(results, out / "trade_off.png")
+    plot_attention(results, out / "attention.png")
+    plot_curves(results, out / "curves.png")
+    _write_text(out / "report.md", benchmark_markdown(results))

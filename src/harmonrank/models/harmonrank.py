@@ -1,0 +1,181 @@
+"""The HarmonRank ensemble network: a two-step, relation-aware fusion of M objective scores.
+
+Reconstructed from "HarmonRank: Ranking-aligned Multi-objective Ensemble for Live-streaming E-commerce
+Recommendation" (Kuaishou, arXiv 2601.02955); layer sizes are not public, these defaults are ours.
+
+1. Objective tokens: each score becomes a vector: a per-objective, piecewise-linear function of its
+   standardised logit (hinge basis at fixed knots, so the model can bend miscalibrated scores), plus a
+   learned objective-id embedding.
+2. Step 1, inter-objective alignment: self-attention over the M tokens (multi-head, residual, LayerNorm,
+   feed-forward), so every objective is re-expressed in the light of the others.
+3. Step 2, personalised fusion: the user-feature embedding queries the aligned tokens (cross-attention);
+   an MLP maps [fused, user] to a scalar.
+4. Relation-agnostic branch: a user-conditioned, non-negative gate weights each objective's log-score, a
+   personalised weighted product. The ensemble score is the sum of both branches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .common import UserEncoder, log_scores
+
+__all__ = ["EnsembleConfig", "HarmonRankNet"]
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Everything needed to rebuild a HarmonRankNet; saved as JSON beside its weights."""
+
+    objectives: tuple[str, ...]
+    vocab_sizes: tuple[int, ...] = ()
+    numeric_dim: int = 0
+    d_model: int = 16
+    n_heads: int = 2
+    n_layers: int = 1
+    ffn_dim: int = 32
+    cat_dim: int = 8
+    n_knots: int = 8
+    use_user: bool = True  # False: the "without personalisation" ablation (a learned constant user)
+    gate_branch: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        object.__setattr__(self, "vocab_sizes", tuple(self.vocab_sizes))
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["objectives"] = list(self.objectives)
+        d["vocab_sizes"] = list(self.vocab_sizes)
+        return d
+
+
+class _Attention(nn.Module):
+    """Multi-head attention over a handful of tokens.
+
+    Training uses ``F.scaled_dot_product_attention`` directly: ``nn.MultiheadAttention``'s extra reshapes
+    and weight averaging made the HarmonRank net several times slower per batch on CPU at M = 6 tokens.
+    The attention map is computed explicitly only when asked for (analysis, plots).
+    """
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, query: Tensor, tokens: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        b, lq, d = query.shape
+        h, dh = self.heads, d // self.heads
+        q = self.q(query).view(b, lq, h, dh).transpose(1, 2)  # (B, H, Lq, dh)
+        k, v = self.kv(tokens).view(b, -1, 2, h, dh).permute(2, 0, 3, 1, 4)  # 2 x (B, H, M, dh)
+        w = None
+        if need_weights:
+            att = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5, dim=-1)  # (B, H, Lq, M)
+            out = att @ v
+            w = att.mean(1)  # averaged over heads: (B, Lq, M)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        return self.out(out.transpose(1, 2).reshape(b, lq, d)), w
+
+
+class _CrossAttention(nn.Module):
+    """One query (the user) over the M aligned tokens, single head, written out: (B, d), (B, M, d) -> (B, d)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, user: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = self.kv(tokens).chunk(2, dim=-1)  # (B, M, d) each
+        w = torch.softmax((k * self.q(user)[:, None, :]).sum(-1) / k.shape[-1] ** 0.5, dim=-1)  # (B, M)
+        return self.out((w[..., None] * v).sum(1)), w
+
+
+class _AlignBlock(nn.Module):
+    """Post-norm transformer encoder block over the objective tokens; returns its attention map."""
+
+    def __init__(self, d: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        self.attn = _Attention(d, heads)
+        self.norm1 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Linear(ffn, d))
+        self.norm2 = nn.LayerNorm(d)
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        a, w = self.attn(x, x, need_weights)  # w: (B, M, M) when asked for
+        x = self.norm1(x + a)
+        return self.norm2(x + self.ff(x)), w
+
+
+class HarmonRankNet(nn.Module):
+    """Two-step relation-aware ensemble: (B, M) scores + user features -> (B,) ensemble score.
+
+    Examples
+    --------
+    >>> net = HarmonRankNet(EnsembleConfig(objectives=("buy", "follow")))
+    >>> p = torch.rand(4, 2)
+    >>> net(p, torch.randn(4, 2), torch.zeros(4, 0, dtype=torch.long), torch.zeros(4, 0)).shape
+    torch.Size([4])
+    """
+
+    def __init__(self, config: EnsembleConfig) -> None:
+        super().__init__()
+        self.config = config
+        m, d, k = len(config.objectives), config.d_model, config.n_knots
+        self.register_buffer("knots", torch.linspace(-2.5, 2.5, k), persistent=False)
+        # one GEMM for all objectives: basis (B, M*(k+1)) @ block-diagonal (M*(k+1), M*d)
+        self.token_weight = nn.Parameter(torch.randn(m, k + 1, d) * (0.5 / (k + 1) ** 0.5))
+        self.objective = nn.Parameter(torch.randn(m, d) * 0.1)
+        self.blocks = nn.ModuleList(_AlignBlock(d, config.n_heads, config.ffn_dim) for _ in range(config.n_layers))
+        if config.use_user:
+            self.user = UserEncoder(config.vocab_sizes, config.numeric_dim, config.cat_dim, d)
+        else:
+            self.user_const = nn.Parameter(torch.randn(d) * 0.1)
+        self.cross = _CrossAttention(d)
+        self.head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
+        if config.gate_branch:
+            self.gate = nn.Linear(d, m)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, 0.5413)  # softplus(0.5413) = 1: start at the equal-weight product
+
+    def tokens(self, logits: Tensor) -> Tensor:
+        """(B, M) standardised logits -> (B, M, d) objective tokens."""
+        b, m = logits.shape
+        basis = torch.cat([logits[..., None], torch.relu(logits[..., None] - self.knots)], dim=-1)  # (B, M, k+1)
+        weight = torch.block_diag(*self.token_weight.unbind(0))  # (M*(k+1), M*d), differentiable
+        return (basis.reshape(b, -1) @ weight).view(b, m, -1) + self.objective
+
+    def user_vector(self, categorical: Tensor, numeric: Tensor, batch: int) -> Tensor:  # -> (B, d)
+        if self.config.use_user:
+            out: Tensor = self.user(categorical, numeric)
+            return out
+        return self.user_const.expand(batch, -1)
+
+    def forward(
+        self, scores: Tensor, logits: Tensor, categorical: Tensor, numeric: Tensor, return_attention: bool = False
+    ) -> Any:
+        """scores (B, M) probabilities, logits (B, M) standardised logits, categorical (B, C), numeric (B, D)."""
+        b = logits.shape[0]
+        tokens = self.tokens(logits)  # (B, M, d)
+        attn = None
+        for blk in self.blocks:  # step 1: align each objective with the others, (B, M, d)
+            tokens, attn = blk(tokens, return_attention)
+        u = self.user_vector(categorical, numeric, b)  # (B, d)
+        fused, _ = self.cross(u, tokens)  # step 2: the user queries the aligned tokens, (B, d)
+        score = self.head(torch.cat([fused, u], dim=1))[:, 0]
+        if self.config.gate_branch:  # relation-agnostic: personalised weighted product of the scores
+            score = score + (F.softplus(self.gate(u)) * log_scores(scores)).sum(1)
+        if return_attention:
+            return score, attn
+        return score

@@ -1,0 +1,70 @@
+"""The one-step ensemble network, the industry's "popular solution" the paper improves on.
+
+Scores (as standardised logits) and the user-feature embedding are concatenated and an MLP outputs the
+ensemble score directly: no objective tokens, no alignment step, no fusion guided by user features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .common import UserEncoder
+
+__all__ = ["OneStepConfig", "OneStepNet"]
+
+
+@dataclass(frozen=True)
+class OneStepConfig:
+    objectives: tuple[str, ...]
+    vocab_sizes: tuple[int, ...] = ()
+    numeric_dim: int = 0
+    hidden: tuple[int, ...] = (128, 64)
+    cat_dim: int = 8
+    user_dim: int = 32
+    use_user: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        object.__setattr__(self, "vocab_sizes", tuple(self.vocab_sizes))
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(objectives=list(self.objectives), vocab_sizes=list(self.vocab_sizes), hidden=list(self.hidden))
+        return d
+
+
+class OneStepNet(nn.Module):
+    """MLP([logits, user]) -> (B,) ensemble score.
+
+    Examples
+    --------
+    >>> net = OneStepNet(OneStepConfig(objectives=("buy", "follow")))
+    >>> net(torch.rand(4, 2), torch.randn(4, 2), torch.zeros(4, 0, dtype=torch.long), torch.zeros(4, 0)).shape
+    torch.Size([4])
+    """
+
+    def __init__(self, config: OneStepConfig) -> None:
+        super().__init__()
+        self.config = config
+        m = len(config.objectives)
+        self.user = UserEncoder(config.vocab_sizes, config.numeric_dim, config.cat_dim, config.user_dim) \
+            if config.use_user else None
+        layers: list[nn.Module] = []
+        width = m + (config.user_dim if config.use_user else 0)
+        for h in config.hidden:
+            layers += [nn.Linear(width, h), nn.GELU()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(
+        self, scores: Tensor, logits: Tensor, categorical: Tensor, numeric: Tensor, return_attention: bool = False
+    ) -> Any:
+        x = logits if self.user is None else torch.cat([logits, self.user(categorical, numeric)], dim=1)
+        score = self.mlp(x)[:, 0]
+        return (score, None) if return_attention else score

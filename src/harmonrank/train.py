@@ -1,0 +1,231 @@
+"""The training loop: mini-batches of whole requests, AdamW, early stopping on validation AUC-sum,
+a checkpoint every epoch (safetensors + JSON) and exact resume.
+
+The trainer knows a model only as ``net(scores, logits, categorical, numeric) -> (B,)`` and a loss only as
+``loss(score, labels, group) -> scalar``; it never looks at their classes.
+
+Reproducibility: the batch order of epoch ``e`` is drawn from ``numpy.random.default_rng([seed, e])`` and
+the network is initialised after ``torch.manual_seed(seed)``, so the same seed gives the same model on the
+same machine, and a resumed run continues exactly where the checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .data import atomic_path
+from .errors import HarmonRankError
+from .features import EncodedBatch
+from .metrics import auc_sum
+
+__all__ = ["TrainConfig", "Trainer", "request_batches"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training knobs. ``batch_size`` is in impressions; batches hold whole requests (the rank loss and its
+    group-wise variant need them), so a batch may exceed it by one request."""
+
+    max_epochs: int = 8
+    batch_size: int = 4096
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 2
+    seed: int = 0
+    grad_clip: float = 5.0
+    eval_batch: int = 65_536
+    batch_by: Literal["request", "row"] = "request"
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size", "patience", "eval_batch"):
+            if getattr(self, name) < 1:
+                raise HarmonRankError(f"train: {name} must be >= 1. Got {getattr(self, name)!r} instead.")
+        if not self.lr > 0:
+            raise HarmonRankError(f"train: lr must be > 0. Got {self.lr!r} instead.")
+
+
+def request_batches(group: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices of mini-batches made of whole, shuffled groups of about ``batch_size`` rows each."""
+    _, gid, sizes = np.unique(group, return_inverse=True, return_counts=True)
+    order = np.argsort(gid, kind="stable")  # rows grouped by request
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    perm = rng.permutation(len(sizes))
+    sz = sizes[perm]
+    rows = order[np.repeat(starts[perm], sz) + (np.arange(sz.sum()) - np.repeat(np.cumsum(sz) - sz, sz))]
+    batch_of_group = (np.cumsum(sz) - sz) // batch_size
+    cut = np.flatnonzero(np.diff(batch_of_group)) + 1
+    bounds = np.concatenate([[0], np.cumsum(sz)[cut - 1], [len(rows)]])
+    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def predict_net(net: nn.Module, data: EncodedBatch, eval_batch: int = 65_536) -> np.ndarray:
+    """Scores of a network in eval mode, in chunks, as float64 numpy."""
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(data), eval_batch):
+            b = data.index(slice(a, a + eval_batch))
+            out.append(net(b.scores, b.logits, b.categorical, b.numeric).double().numpy())
+    return np.concatenate(out) if out else np.empty(0)
+
+
+class Trainer:
+    """Owns optimiser, loop, early stopping and checkpoints for one (net, loss) pair."""
+
+    def __init__(self, net: nn.Module, loss: nn.Module, config: TrainConfig, weights: tuple[float, ...],
+                 run_dir: str | Path | None = None) -> None:
+        self.net = net
+        self.loss = loss
+        self.config = config
+        self.weights = weights
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        params = [p for p in list(net.parameters()) + list(loss.parameters()) if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.history: list[dict[str, float]] = []
+        self.best_metric = -np.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epoch = 0  # epochs completed
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        t = {f"model.{k}": v.detach().clone().contiguous() for k, v in self.net.state_dict().items()}
+        t.update({f"loss.{k}": v.detach().clone().contiguous() for k, v in self.loss.state_dict().items()})
+        for idx, st in self.optimizer.state_dict()["state"].items():
+            for k, v in st.items():
+                t[f"opt.{idx}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+        if self.best_state is not None:
+            t.update({f"best.{k}": v.contiguous() for k, v in self.best_state.items()})
+        return t
+
+    def save_checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp, final = atomic_path(self.run_dir / "checkpoint.safetensors")
+        try:
+            save_file(self._state_tensors(), str(tmp), metadata={"epoch": str(self.epoch)})
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        meta = {
+            "epoch": self.epoch,
+            "best_metric": self.best_metric if np.isfinite(self.best_metric) else None,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "train_config": asdict(self.config),
+            "param_groups": [{k: v for k, v in g.items() if k != "params"}
+                             for g in self.optimizer.state_dict()["param_groups"]],
+        }
+        tmp, final = atomic_path(self.run_dir / "checkpoint.json")  # written last: marks the pair complete
+        try:
+            tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self) -> bool:
+        """Restore the last checkpoint of ``run_dir``; False when there is none."""
+        if self.run_dir is None or not (self.run_dir / "checkpoint.json").exists():
+            return False
+        meta = json.loads((self.run_dir / "checkpoint.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(self.run_dir / "checkpoint.safetensors"))
+        self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.loss.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")})
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, idx, name = k.split(".", 2)
+                state.setdefault(int(idx), {})[name] = v
+        groups = self.optimizer.state_dict()["param_groups"]
+        for g, saved in zip(groups, meta["param_groups"], strict=True):
+            g.update({k: v for k, v in saved.items() if k in g})
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = best or None
+        self.epoch = int(meta["epoch"])
+        self.best_metric = meta["best_metric"] if meta["best_metric"] is not None else -np.inf
+        self.best_epoch = int(meta["best_epoch"])
+        self.history = list(meta["history"])
+        log.info("resumed from %s after epoch %d", self.run_dir, self.epoch)
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def fit(
+        self,
+        train: EncodedBatch,
+        train_labels: np.ndarray,
+        train_group: np.ndarray,
+        valid: EncodedBatch | None,
+        valid_labels: np.ndarray | None,
+        *,
+        resume: bool = False,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+    ) -> list[dict[str, float]]:
+        """Train until ``max_epochs`` or ``patience`` epochs without a better validation AUC-sum.
+
+        Leaves the best epoch's weights in ``net`` (the last epoch's when there is no validation set).
+        """
+        cfg = self.config
+        if resume:
+            self.load_checkpoint()
+        labels_t = torch.from_numpy(np.asarray(train_labels, dtype=np.float32))
+        _, gid = np.unique(train_group, return_inverse=True)
+        group_t = torch.from_numpy(gid)
+        while self.epoch < cfg.max_epochs and not self._stopped():
+            rng = np.random.default_rng([cfg.seed, self.epoch])
+            if cfg.batch_by == "request":
+                batches = request_batches(train_group, cfg.batch_size, rng)
+            else:
+                perm = rng.permutation(len(train))
+                batches = [perm[a:a + cfg.batch_size] for a in range(0, len(perm), cfg.batch_size)]
+            self.net.train()
+            t0 = time.perf_counter()
+            total, seen = 0.0, 0
+            for idx_np in batches:
+                idx = torch.from_numpy(idx_np)
+                b = train.index(idx)
+                score = self.net(b.scores, b.logits, b.categorical, b.numeric)
+                loss = self.loss(score, labels_t[idx], group_t[idx])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                total += float(loss.detach()) * len(idx_np)
+                seen += len(idx_np)
+            secs = time.perf_counter() - t0
+            self.epoch += 1
+            record: dict[str, float] = {"epoch": self.epoch, "train_loss": total / max(seen, 1),
+                                        "seconds": secs, "samples_per_s": seen / max(secs, 1e-9)}
+            if valid is not None and valid_labels is not None:
+                metric = auc_sum(predict_net(self.net, valid, cfg.eval_batch), valid_labels, self.weights)
+                record["valid_auc_sum"] = metric
+                if metric > self.best_metric + 1e-6:
+                    self.best_metric, self.best_epoch = metric, self.epoch
+                    self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            self.history.append(record)
+            log.info("epoch %d: %s", self.epoch, record)
+            if on_epoch is not None:
+                on_epoch(record)
+            self.save_checkpoint()
+        if self.best_state is not None:
+            self.net.load_state_dict(self.best_state)
+        return self.history
+
+    def _stopped(self) -> bool:
+        return self.best_epoch >= 0 and self.epoch - self.best_epoch >= self.config.patience
