@@ -16,3 +16,11 @@ def sim_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sim") / "sim.parquet"
     simulate(path, SimulatorConfig(rows=20_000, seed=3, chunk_rows=10_000))
     return path
+
+
+@pytest.fixture(scope="session")
+def splits(sim_path: Path):  # type: ignore[no-untyped-def]
+    """(train, valid, test) of the shared simulated dataset, split by time."""
+    from harmonrank import load_config, read_table
+
+    return read_table(sim_path, load_config(None)).split_by_time((0.6, 0.2, 0.2))

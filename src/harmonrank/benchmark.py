@@ -4,72 +4,31 @@
 writes a results folder: per-objective AUC / GAUC, AUC-sum with mean and spread over seeds, paired bootstrap
 CIs of each ranker's AUC-sum difference vs the baseline (the one-step BCE ensemble), the oracle rows and the
 replay on simulated data, a trade-off plot, the learned attention beside the label correlations, training
-curves, and ``report.md``. ``compare_rankings`` / ``reference_rankings`` evaluate untrained rankings.
+curves, and ``report.md``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import DatasetConfig, load_config, simulator_config
+from .config import load_config, simulator_config
 from .data import Table, read_table
 from .errors import ConfigError, DataError
-from .metrics import auc, auc_sum, gauc, oracle_scores, paired_bootstrap
-from .models.formula import weighted_product
+from .metrics import auc, gauc, oracle_scores, paired_bootstrap
 from .simulate import SimulatorConfig, simulate
 
-__all__ = ["BenchmarkConfig", "compare_rankings", "load_benchmark_config", "reference_rankings", "run_benchmark"]
+__all__ = ["BenchmarkConfig", "load_benchmark_config", "observable_oracle", "run_benchmark"]
 
 log = logging.getLogger(__name__)
-
-
-def reference_rankings(table: Table) -> dict[str, np.ndarray]:
-    """Rankings that need no training: each upstream score alone and the equal-weight product.
-
-    On simulated data (``true_*`` present) also the Bayes-optimal AUC-sum oracle (MISSION.md).
-    """
-    out: dict[str, np.ndarray] = {}
-    for m, name in enumerate(table.objectives):
-        out[f"p_{name} alone"] = table.scores[:, m]
-    out["product, equal weights"] = weighted_product(table.scores, [1.0] * len(table.objectives))
-    if table.truth is not None and table.labels is not None:
-        out["oracle (AUC-sum optimal)"] = oracle_scores(table.truth, table.labels, table.config.weights)
-    return out
-
-
-def compare_rankings(
-    table: Table, rankings: Mapping[str, np.ndarray], group: str = "user"
-) -> list[dict[str, Any]]:
-    """One row per ranking: AUC and GAUC per objective and the weighted AUC-sum (and GAUC-sum)."""
-    if table.labels is None:
-        raise DataError("compare_rankings needs labels")
-    groups = table.user if group == "user" else table.request
-    weights = table.config.weights
-    rows = []
-    for name, score in rankings.items():
-        row: dict[str, Any] = {"ranker": name}
-        total = gtotal = 0.0
-        for m, obj in enumerate(table.objectives):
-            a = auc(score, table.labels[:, m])
-            g = gauc(score, table.labels[:, m], groups)
-            row[f"auc_{obj}"] = a
-            row[f"gauc_{obj}"] = g
-            total += weights[m] * (0.0 if np.isnan(a) else a)
-            gtotal += weights[m] * (0.0 if np.isnan(g) else g)
-        row["auc_sum"] = total
-        row["gauc_sum"] = gtotal
-        rows.append(row)
-    return rows
 
 
 DEFAULT_RANKERS = ("formula", "lambdamart", "pairwise", "one_step_bce", "one_step_rank", "harmonrank_bce",
@@ -92,6 +51,7 @@ class BenchmarkConfig:
     max_epochs: int = 10
     batch_size: int = 4096
     lr: float = 3e-3
+    lr_grid: tuple[float, ...] = (1e-3, 3e-3)  # each neural ranker picks its lr on valid (first seed)
     patience: int = 3
     weight_decay: float = 1e-4
     # comparison
@@ -145,7 +105,7 @@ def load_benchmark_config(path: str | Path | None, **overrides: Any) -> Benchmar
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"benchmark config: unknown key(s) {', '.join(unknown)}")
-    for key in ("split", "rankers", "seeds", "sweep_weights", "trade_off"):
+    for key in ("split", "rankers", "seeds", "sweep_weights", "trade_off", "lr_grid"):
         if key in raw:
             raw[key] = tuple(raw[key])
     return BenchmarkConfig(**raw)
@@ -174,7 +134,7 @@ def observable_oracle(train: Table, test: Table) -> np.ndarray:
 
     assert train.truth is not None and test.truth is not None and test.labels is not None
 
-    def matrix(t: Table) -> np.ndarray:
+    def matrix(t: Table) -> np.ndarray:  # the inputs every ranker sees
         cols = [FeatureEncoder.logit(t.scores)]
         for c in t.config.categorical:
             vocab = {v: i for i, v in enumerate(sorted(set(train.features[c].astype(str))))}
@@ -185,10 +145,10 @@ def observable_oracle(train: Table, test: Table) -> np.ndarray:
     xtr, xte = matrix(train), matrix(test)
     preds = []
     for m in range(train.truth.shape[1]):
-        reg = lgb.LGBMRegressor(n_estimators=300, learning_rate=0.05, num_leaves=63, verbose=-1, n_jobs=2,
+        reg = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.08, num_leaves=63, verbose=-1, n_jobs=2,
                                 random_state=0)
         reg.fit(xtr, FeatureEncoder.logit(train.truth[:, m]))
-        preds.append(1.0 / (1.0 + np.exp(-reg.predict(xte))))
+        preds.append(1.0 / (1.0 + np.exp(-np.asarray(reg.predict(xte), dtype=np.float64))))
     return oracle_scores(np.stack(preds, 1), test.labels, test.config.weights)
 
 
@@ -236,12 +196,27 @@ def run_benchmark(
     histories: dict[str, list[dict[str, float]]] = {}
     attention: dict[str, Any] = {}
     fitted: dict[str, Any] = {}
+    chosen_lr: dict[str, float] = {}
     for seed in cfg.seeds:
         for name in cfg.rankers:
             t0 = time.perf_counter()
             opts: dict[str, Any] = {"n_trials": cfg.formula_trials} if name == "formula" else {}
             ranker = make_ranker(name, replace(base_train, seed=seed), **opts)
-            ranker.fit(train, valid=valid)
+            if isinstance(ranker, NeuralRanker) and cfg.lr_grid and name not in chosen_lr:
+                # fair tuning: every neural ranker gets the same learning-rate grid, judged on valid
+                tried = []
+                for lr in cfg.lr_grid:
+                    cand = make_ranker(name, replace(base_train, seed=seed, lr=lr)).fit(train, valid=valid)
+                    tried.append((cand.score(valid), lr, cand))
+                best = max(tried, key=lambda x: x[0])
+                chosen_lr[name] = best[1]
+                ranker = best[2]
+                say(f"{name}: lr {best[1]:g} chosen on valid from {', '.join(f'{lr:g}' for lr in cfg.lr_grid)}")
+            elif isinstance(ranker, NeuralRanker):
+                lr = chosen_lr.get(name, cfg.lr)
+                ranker = make_ranker(name, replace(base_train, seed=seed, lr=lr)).fit(train, valid=valid)
+            else:
+                ranker.fit(train, valid=valid)
             secs = time.perf_counter() - t0
             s = ranker.predict(test)
             scores.setdefault(name, {})[seed] = s
@@ -302,7 +277,8 @@ def run_benchmark(
         for wgt in cfg.sweep_weights:
             tcfg = test.config.with_weights({cfg.sweep_objective: wgt})
             tr_w, va_w = replace(train, config=tcfg), replace(valid, config=tcfg)
-            ranker = make_ranker("harmonrank", replace(base_train, seed=seed0)).fit(tr_w, valid=va_w)
+            lr = chosen_lr.get("harmonrank", cfg.lr)
+            ranker = make_ranker("harmonrank", replace(base_train, seed=seed0, lr=lr)).fit(tr_w, valid=va_w)
             s = ranker.predict(replace(test, config=tcfg))
             sweep.append({"weight": wgt, **_metrics(test, s)})
             say(f"sweep {cfg.sweep_objective} weight {wgt:g}: test AUC-sum {sweep[-1]['auc_sum']:.4f}")
@@ -337,6 +313,7 @@ def run_benchmark(
         "attention": attention,
         "label_correlation": label_corr,
         "histories": histories,
+        "chosen_lr": chosen_lr,
         "seconds": time.perf_counter() - t_start,
     }
     write_benchmark_report(results, out)

@@ -15,13 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
 
-from .benchmark import compare_rankings, reference_rankings
 from .config import load_config
 from .data import atomic_path, read_table
 from .errors import ConfigError, DataError, HarmonRankError
 from .metrics import auc_sum, objective_table
 from .models.formula import parse_weights, weighted_product, weights_vector
-from .report import markdown_table, summarize_file, summary_markdown
+from .report import summarize_file, summary_markdown
 from .simulate import OBJECTIVES, SimulatorConfig, simulate
 
 __all__ = ["cli", "main"]
@@ -143,18 +142,28 @@ def describe_cmd(data: Path, config: Path | None, max_rows: int) -> None:
 @click.option("--score-column", default=None, help="Rank by this column (higher = better).")
 @click.option("--formula", default=None,
               help="Rank by the weighted product prod p_m^w_m, e.g. 'click=1,buy=2'. Default: all weights 1.")
+@click.option("--model", "-m", "model_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Rank by a trained model (run folder of `harmonrank train`).")
 @click.option("--group", type=click.Choice(["user", "request"]), default="user", help="GAUC groups.")
 @click.option("--json", "json_out", type=FILE, default=None, help="Write the results as JSON.")
-def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, formula: str | None, group: str,
-                 json_out: Path | None) -> None:
-    """Per-objective AUC / GAUC and AUC-sum of one ranking (a score column or a weighted-product formula)."""
-    cfg = load_config(config)
-    if score_column and formula:
-        raise ConfigError("give --score-column or --formula, not both")
+def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, formula: str | None,
+                 model_dir: Path | None, group: str, json_out: Path | None) -> None:
+    """Per-objective AUC / GAUC and AUC-sum of one ranking: a trained model, a score column, or a
+    weighted-product formula (default: all weights 1)."""
+    if sum(x is not None for x in (score_column, formula, model_dir)) > 1:
+        raise ConfigError("give one of --model, --score-column or --formula")
+    model = None
+    if model_dir is not None:
+        from .estimator import load_ranker
+
+        model = load_ranker(model_dir)
+    cfg = load_config(config) if config or model is None else model.config_
     table = read_table(data, cfg)
     if table.labels is None:
         raise DataError(f"{data}: no labels to evaluate against")
-    if score_column:
+    if model is not None:
+        ranking, described = model.predict(table), f"model {model_dir} ({model.name})"
+    elif score_column:
         ranking, described = _score_column(data, score_column), f"column {score_column!r}"
     else:
         w = parse_weights(formula, cfg.names) if formula else dict.fromkeys(cfg.names, 1.0)
@@ -172,31 +181,159 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 
 @cli.command("demo")
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), default=Path("demo_out"),
-              help="Folder for the simulated data and the report.")
-@click.option("--rows", type=int, default=300_000, help="Impressions to simulate.")
-@click.option("--seed", type=int, default=0, help="Seed of the simulation.")
-def demo_cmd(out: Path, rows: int, seed: int) -> None:
-    """Simulate a log, split it by time and compare rankings on the test slice (AUC / GAUC / AUC-sum)."""
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "sim.parquet"
-    cfg = SimulatorConfig(rows=rows, seed=seed)
-    with _progress() as progress:
-        task = progress.add_task("simulate", total=rows)
-        simulate(data, cfg, progress=lambda done, total: progress.update(task, completed=done))
-    table = read_table(data, load_config(None))
-    _, _, test = table.split_by_time((0.6, 0.2, 0.2))
-    rows_out = compare_rankings(test, reference_rankings(test))
-    cols = ["ranker"] + [f"auc_{m}" for m in test.objectives] + ["auc_sum", "gauc_sum"]
-    console.print(_rich_rows(f"test slice: {len(test):,} impressions (last 20% by time)",
-                             [{c: r[c] for c in cols} for r in rows_out]))
-    md = ["# harmonrank demo", "", f"`harmonrank demo --rows {rows} --seed {seed}`: simulated {rows:,} "
-          f"impressions, evaluated on the last 20% by time ({len(test):,} rows).", "",
-          markdown_table(rows_out, cols), ""]
-    tmp, final = atomic_path(out / "report.md")
-    tmp.write_text("\n".join(md), encoding="utf-8")
-    os.replace(tmp, final)
-    write_json({"rows": rows, "seed": seed, "test_rows": len(test), "rankings": rows_out}, out / "results.json")
-    err_console.print(f"report: {final}")
+              help="Results folder (report.md, results.json, plots).")
+def demo_cmd(out: Path) -> None:
+    """The main job, small: simulate a log, train HarmonRank and every baseline over 3 seeds, print the table.
+
+    Runs the packaged config resources/demo.toml (a reduced benchmarks/configs/default.toml).
+    """
+    from importlib import resources
+
+    from .benchmark import load_benchmark_config, run_benchmark
+
+    with resources.as_file(resources.files("harmonrank").joinpath("resources/demo.toml")) as path:
+        cfg = load_benchmark_config(path)
+    results = run_benchmark(cfg, out, on_event=lambda msg: err_console.print(msg, highlight=False))
+    _print_summary(results)
+    from .report import _verdict
+
+    console.print("\n".join(_verdict(results)), highlight=False)
+    console.print(f"full report: {out / 'report.md'}")
+
+
+@cli.command("train")
+@click.option("--data", "-d", type=FILE, required=True, help="Training data (Parquet/CSV, data contract).")
+@click.option("--valid", type=FILE, default=None,
+              help="Validation data for early stopping. Default: the last 20% of --data by time.")
+@config_option
+@click.option("--ranker", "-r", default="harmonrank", show_default=True,
+              help="Ranker name: " + ", ".join(["harmonrank", "harmonrank_bce", "harmonrank_no_user",
+                                               "harmonrank_group", "one_step_rank", "one_step_bce",
+                                               "pairwise", "formula", "lambdamart"]) + ".")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Run folder: model.safetensors/model.txt + model.json, and per-epoch checkpoints.")
+@click.option("--epochs", type=int, default=10, help="Most epochs (neural rankers).")
+@click.option("--batch-size", type=int, default=4096, help="Impressions per batch (whole requests).")
+@click.option("--lr", type=float, default=3e-3, help="AdamW learning rate.")
+@click.option("--patience", type=int, default=3, help="Epochs without a better valid AUC-sum before stopping.")
+@click.option("--seed", type=int, default=0, help="Seed: fixes initialisation and batch order.")
+@click.option("--weights", default=None, help="Objective weights in the AUC-sum, e.g. 'buy=2,follow=1'.")
+@click.option("--resume", is_flag=True, help="Continue a killed run from the last checkpoint in --out.")
+def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, out: Path, epochs: int,
+              batch_size: int, lr: float, patience: int, seed: int, weights: str | None, resume: bool) -> None:
+    """Train a ranker on a dataset and save it to a run folder."""
+    from .estimator import NeuralRanker, make_ranker
+    from .train import TrainConfig
+
+    cfg = load_config(config)
+    if weights:
+        cfg = cfg.with_weights(_named_weights(weights, cfg.names))
+    table = read_table(data, cfg)
+    if valid is not None:
+        train_t, valid_t = table, read_table(valid, cfg)
+    else:
+        train_t, valid_t = table.split_by_time((0.8, 0.2))
+    tcfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed)
+    model = make_ranker(ranker, tcfg)
+    err_console.print(f"training {ranker} on {len(train_t):,} rows, validating on {len(valid_t):,}")
+    if isinstance(model, NeuralRanker):
+        def show(r: dict[str, float]) -> None:
+            err_console.print(f"epoch {int(r['epoch'])}: loss {r['train_loss']:.4f}  valid AUC-sum "
+                              f"{r.get('valid_auc_sum', float('nan')):.4f}  {r['samples_per_s']:,.0f} samples/s",
+                              highlight=False)
+
+        model.fit(train_t, valid=valid_t, run_dir=out, resume=resume, on_epoch=show)
+    else:
+        model.fit(train_t, valid=valid_t)
+    model.save(out)
+    console.print(f"{ranker}: valid AUC-sum {model.score(valid_t):.4f}; saved to {out}")
+
+
+def _named_weights(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Only the objectives named in ``text`` change weight (others keep theirs)."""
+    parsed = parse_weights(text, names)
+    named = {t.split("=")[0].strip() for t in text.split(",") if "=" in t}
+    return {k: v for k, v in parsed.items() if k in named}
+
+
+@cli.command("predict")
+@click.option("--model", "-m", "model_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Run folder written by `harmonrank train`.")
+@click.option("--data", "-d", type=FILE, required=True, help="Data to score (labels not needed).")
+@config_option
+@click.option("--out", "-o", type=FILE, required=True, help="Output .parquet or .csv: request, user, score.")
+@click.option("--batch-rows", type=int, default=262_144, help="Rows read and scored per batch.")
+def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, batch_rows: int) -> None:
+    """Score every row of a file with a trained ranker; streams batches, writes atomically."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from .data import iter_tables
+    from .estimator import load_ranker
+
+    model = load_ranker(model_dir)
+    cfg = load_config(config) if config else model.config_
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise ConfigError(f"--out must end in .parquet or .csv. Got {out.name!r} instead.")
+    tmp, final = atomic_path(out)
+    writer: Any = None
+    n = 0
+    try:
+        for part in iter_tables(data, cfg, labels=False, batch_rows=batch_rows):
+            batch = pa.table({cfg.request_column: part.request, cfg.user_column: part.user,
+                              "score": model.predict(part)})
+            if writer is None:
+                writer = (pq.ParquetWriter(tmp, batch.schema) if out.suffix.lower() == ".parquet"
+                          else pacsv.CSVWriter(tmp, batch.schema))
+            writer.write_table(batch)
+            n += batch.num_rows
+        if writer is None:
+            raise DataError(f"{data}: the file has 0 rows; nothing to score")
+        writer.close()
+        writer = None
+        os.replace(tmp, final)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    err_console.print(f"scored {n:,} rows -> {out}")
+
+
+@cli.command("benchmark")
+@click.option("--config", "-c", "bench_config", type=FILE, default=None,
+              help="Benchmark TOML ([data], [train], [benchmark]); see benchmarks/configs/.")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Results folder (report.md, results.json, plots).")
+@click.option("--rows", type=int, default=None, help="Override: simulated rows.")
+@click.option("--seeds", default=None, help="Override: comma-separated seeds, e.g. 0,1,2.")
+@click.option("--rankers", default=None, help="Override: comma-separated ranker names.")
+def benchmark_cmd(bench_config: Path | None, out: Path, rows: int | None, seeds: str | None,
+                  rankers: str | None) -> None:
+    """Compare every ranker on one time-split dataset, over several seeds, and write a report."""
+    from .benchmark import load_benchmark_config, run_benchmark
+
+    overrides: dict[str, Any] = {"rows": rows}
+    if seeds:
+        overrides["seeds"] = tuple(int(x) for x in seeds.split(","))
+    if rankers:
+        overrides["rankers"] = tuple(x.strip() for x in rankers.split(","))
+    cfg = load_benchmark_config(bench_config, **overrides)
+    results = run_benchmark(cfg, out, on_event=lambda msg: err_console.print(msg, highlight=False))
+    _print_summary(results)
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    objs = results["objectives"]
+    rows = []
+    boot = results["bootstrap_vs_baseline"]
+    for r in results["summary"]:
+        row: dict[str, Any] = {"ranker": r["ranker"], **{o: r[f"auc_{o}"] for o in objs},
+                               "AUC-sum": r["auc_sum"], "±": r["auc_sum_std"]}
+        b = boot.get(r["ranker"])
+        row["Δ vs baseline [95% CI]"] = f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]" if b else "—"
+        rows.append(row)
+    console.print(_rich_rows("test AUC (mean over seeds)", rows))
 
 
 def _score_column(path: Path, column: str) -> np.ndarray:

@@ -139,8 +139,13 @@ class NeuralRanker(Ranker):
         self.loss_ = make_loss(self.loss, table.config.weights, method=self.method, temperature=self.temperature)
         return self.net_, self.loss_
 
-    def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None = None, resume: bool = False,
-             on_epoch: Callable[[dict[str, float]], None] | None = None) -> None:
+    def _fit(self, train: Table, valid: Table | None, **kwargs: Any) -> None:
+        """kwargs: ``run_dir`` (checkpoints), ``resume`` (continue from them), ``on_epoch`` (callback)."""
+        run_dir: str | Path | None = kwargs.pop("run_dir", None)
+        resume: bool = kwargs.pop("resume", False)
+        on_epoch: Callable[[dict[str, float]], None] | None = kwargs.pop("on_epoch", None)
+        if kwargs:
+            raise ConfigError(f"{self.name}.fit: unknown option(s) {', '.join(kwargs)}")
         net, loss = self.build(train)
         trainer = Trainer(net, loss, self.train, train.config.weights, run_dir=run_dir)
         self.history_ = trainer.fit(
@@ -242,6 +247,7 @@ class LambdaMARTRanker(Ranker):
     """
 
     kind = "lambdamart"
+    booster_: Any
 
     def __init__(self, *, n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 31,
                  min_child_samples: int = 50, early_stopping: int = 30, seed: int = 0,
@@ -279,8 +285,10 @@ class LambdaMARTRanker(Ranker):
         order, sizes = self._grouped(train)
         grade = np.rint(_labels(train, "lambdamart") @ w).astype(int)[order]
         x = self._matrix(train)[order]
-        params = dict(objective="lambdarank", random_state=self.seed, verbose=-1, n_jobs=2,
-                      label_gain=list(range(int(grade.max()) + 2)), **self.params)
+        params: dict[str, Any] = dict(objective="lambdarank", random_state=self.seed, verbose=-1, n_jobs=2,
+                                      label_gain=list(range(int(grade.max()) + 2)), **self.params)
+        if valid is not None:
+            params["metric"] = "None"  # early stopping on our validation AUC-sum only, not LightGBM's ndcg
         self.booster_ = lgb.LGBMRanker(**params)
         fit_kw: dict[str, Any] = {"group": sizes, "categorical_feature": cat_idx}
         if valid is not None:
@@ -298,11 +306,9 @@ class LambdaMARTRanker(Ranker):
             def metric_in_order(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[str, float, bool]:
                 return auc_sum_metric(y_true, y_pred[inv])  # back to table row order
 
-            fit_kw.update(eval_set=[(vx[vorder], vgrade[vorder])], eval_group=[vsizes], eval_metric=metric_in_order,
-                          callbacks=[lgb.early_stopping(self.early_stopping, first_metric_only=False, verbose=False)])
-            # LightGBM's own ndcg is computed too; stop on ours: put it first
-            params["metric"] = "None"
-            self.booster_.set_params(metric="None")
+            fit_kw.update(eval_X=(vx[vorder],), eval_y=(vgrade[vorder],), eval_group=[vsizes],
+                          eval_metric=metric_in_order,
+                          callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)])
         self.booster_.fit(x, grade, **fit_kw)
 
     def predict(self, table: Table) -> np.ndarray:

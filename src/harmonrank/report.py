@@ -272,7 +272,9 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
         "# Benchmark report",
         "",
         f"Data: {src}. Split by time: train {sr['train']:,} / valid {sr['valid']:,} / test {sr['test']:,} rows. "
-        f"Seeds {', '.join(map(str, cfg['seeds']))}; neural rankers: AdamW lr {cfg['lr']:g}, batch "
+        f"Seeds {', '.join(map(str, cfg['seeds']))}; neural rankers: AdamW, learning rate chosen per ranker on "
+        f"valid from {{{', '.join(f'{x:g}' for x in cfg['lr_grid'])}}} (first seed; chosen: "
+        + ", ".join(f"{k} {v:g}" for k, v in results.get("chosen_lr", {}).items()) + f"), batch "
         f"{cfg['batch_size']:,}, up to {cfg['max_epochs']} epochs, early stopping on validation AUC-sum "
         f"(patience {cfg['patience']}). Formula: {cfg['formula_trials']} Optuna TPE trials. "
         f"Objective weights: {', '.join(f'{o} {w:g}' for o, w in zip(objs, results['weights'], strict=True))}. "

@@ -11,6 +11,7 @@ same machine, and a resumed run continues exactly where the checkpoint left it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ def request_batches(group: np.ndarray, batch_size: int, rng: np.random.Generator
     batch_of_group = (np.cumsum(sz) - sz) // batch_size
     cut = np.flatnonzero(np.diff(batch_of_group)) + 1
     bounds = np.concatenate([[0], np.cumsum(sz)[cut - 1], [len(rows)]])
-    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def predict_net(net: nn.Module, data: EncodedBatch, eval_batch: int = 65_536) -> np.ndarray:

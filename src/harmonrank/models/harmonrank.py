@@ -9,7 +9,7 @@ Recommendation" (Kuaishou, arXiv 2601.02955); layer sizes are not public, these 
 2. Step 1, inter-objective alignment: self-attention over the M tokens (multi-head, residual, LayerNorm,
    feed-forward), so every objective is re-expressed in the light of the others.
 3. Step 2, personalised fusion: the user-feature embedding queries the aligned tokens (cross-attention);
-   an MLP maps [fused, user] to a scalar.
+   an MLP maps [aligned tokens, fused, user] to a scalar.
 4. Relation-agnostic branch: a user-conditioned, non-negative gate weights each objective's log-score, a
    personalised weighted product. The ensemble score is the sum of both branches.
 """
@@ -41,6 +41,7 @@ class EnsembleConfig:
     ffn_dim: int = 32
     cat_dim: int = 8
     n_knots: int = 8
+    head_dim: int = 64
     use_user: bool = True  # False: the "without personalisation" ablation (a learned constant user)
     gate_branch: bool = True
 
@@ -129,6 +130,8 @@ class HarmonRankNet(nn.Module):
     torch.Size([4])
     """
 
+    knots: Tensor
+
     def __init__(self, config: EnsembleConfig) -> None:
         super().__init__()
         self.config = config
@@ -143,7 +146,9 @@ class HarmonRankNet(nn.Module):
         else:
             self.user_const = nn.Parameter(torch.randn(d) * 0.1)
         self.cross = _CrossAttention(d)
-        self.head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
+        # the head sees the user-guided fusion AND every aligned token: attention pooling alone is a weighted
+        # average of the tokens and would blur which objective said what
+        self.head = nn.Sequential(nn.Linear((m + 2) * d, config.head_dim), nn.GELU(), nn.Linear(config.head_dim, 1))
         if config.gate_branch:
             self.gate = nn.Linear(d, m)
             nn.init.zeros_(self.gate.weight)
@@ -153,8 +158,9 @@ class HarmonRankNet(nn.Module):
         """(B, M) standardised logits -> (B, M, d) objective tokens."""
         b, m = logits.shape
         basis = torch.cat([logits[..., None], torch.relu(logits[..., None] - self.knots)], dim=-1)  # (B, M, k+1)
-        weight = torch.block_diag(*self.token_weight.unbind(0))  # (M*(k+1), M*d), differentiable
-        return (basis.reshape(b, -1) @ weight).view(b, m, -1) + self.objective
+        weight: Tensor = torch.block_diag(*self.token_weight.unbind(0))  # type: ignore[no-untyped-call]
+        out: Tensor = (basis.reshape(b, -1) @ weight).view(b, m, -1) + self.objective  # (M*(k+1), M*d) weight
+        return out
 
     def user_vector(self, categorical: Tensor, numeric: Tensor, batch: int) -> Tensor:  # -> (B, d)
         if self.config.use_user:
@@ -173,7 +179,7 @@ class HarmonRankNet(nn.Module):
             tokens, attn = blk(tokens, return_attention)
         u = self.user_vector(categorical, numeric, b)  # (B, d)
         fused, _ = self.cross(u, tokens)  # step 2: the user queries the aligned tokens, (B, d)
-        score = self.head(torch.cat([fused, u], dim=1))[:, 0]
+        score = self.head(torch.cat([tokens.reshape(b, -1), fused, u], dim=1))[:, 0]
         if self.config.gate_branch:  # relation-agnostic: personalised weighted product of the scores
             score = score + (F.softplus(self.gate(u)) * log_scores(scores)).sum(1)
         if return_attention:

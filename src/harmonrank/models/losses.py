@@ -6,6 +6,7 @@ parameters (the BCE heads) train with the model, and the trainer never branches 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -23,6 +24,8 @@ LossName = Literal["rank", "rank_group", "bce", "pairwise"]
 class RankLoss(nn.Module):
     """HarmonRank's loss: ``- sum_m w_m softAUC_m`` (``group_wise``: soft AUC inside each request)."""
 
+    weights: Tensor
+
     def __init__(self, weights: Sequence[float], method: str = "pl", temperature: float | None = None,
                  group_wise: bool = False) -> None:
         super().__init__()
@@ -32,7 +35,7 @@ class RankLoss(nn.Module):
         self.group_wise = group_wise
 
     def forward(self, score: Tensor, labels: Tensor, group: Tensor) -> Tensor:
-        w: Tensor = self.weights
+        w = self.weights
         return soft_auc_loss(score, labels, w, method=self.method,  # type: ignore[arg-type]
                              temperature=self.temperature, group=group if self.group_wise else None) / w.sum()
 
@@ -40,6 +43,8 @@ class RankLoss(nn.Module):
 class BCELoss(nn.Module):
     """Sum over objectives of BCE on ``a_m * score + b_m`` (a_m > 0 learned): one score, K classification
     losses, the one-step ensemble's usual supervision."""
+
+    weights: Tensor
 
     def __init__(self, weights: Sequence[float]) -> None:
         super().__init__()
@@ -49,9 +54,9 @@ class BCELoss(nn.Module):
         self.bias = nn.Parameter(torch.full((m,), -3.0))
 
     def forward(self, score: Tensor, labels: Tensor, group: Tensor) -> Tensor:
-        z = score[:, None] * F.softplus(self.scale) / 0.6931 + self.bias  # softplus(0) = ln 2 -> slope 1
+        z = score[:, None] * F.softplus(self.scale) / math.log(2.0) + self.bias  # softplus(0) = ln 2: slope 1
         per = F.binary_cross_entropy_with_logits(z, labels.to(z.dtype), reduction="none").mean(0)
-        w: Tensor = self.weights
+        w = self.weights
         return (per * w).sum() / w.sum()
 
 
@@ -61,6 +66,8 @@ class PairwiseLogisticLoss(nn.Module):
     All pairs of the batch, in chunks of positives: O(|P| B) time, no B x B tensor kept beyond a chunk.
     """
 
+    weights: Tensor
+
     def __init__(self, weights: Sequence[float], chunk: int = 1 << 22) -> None:
         super().__init__()
         self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
@@ -68,7 +75,7 @@ class PairwiseLogisticLoss(nn.Module):
 
     def forward(self, score: Tensor, labels: Tensor, group: Tensor) -> Tensor:
         total = score.new_zeros(())
-        w: Tensor = self.weights
+        w = self.weights
         for m in range(labels.shape[1]):
             pos = score[labels[:, m] > 0]
             neg = score[labels[:, m] == 0]

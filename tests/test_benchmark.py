@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harmonrank.benchmark import load_benchmark_config, run_benchmark
+from harmonrank.errors import ConfigError
+
+
+def test_tiny_benchmark_writes_a_complete_report(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "b.toml"
+    cfg_path.write_text("""
+[data]
+rows = 15000
+[train]
+max_epochs = 1
+lr_grid = [0.003]
+[benchmark]
+rankers = ["formula", "one_step_bce", "harmonrank"]
+seeds = [0, 1]
+formula_trials = 3
+n_boot = 20
+sweep_weights = [2.0]
+observable_oracle = false
+""")
+    cfg = load_benchmark_config(cfg_path)
+    res = run_benchmark(cfg, tmp_path / "out")
+    out = tmp_path / "out"
+    for f in ("report.md", "results.json", "trade_off.png", "attention.png", "curves.png"):
+        assert (out / f).stat().st_size > 0, f
+    saved = json.loads((out / "results.json").read_text())
+    assert {r["ranker"] for r in saved["summary"]} == {"formula", "one_step_bce", "harmonrank"}
+    assert len(saved["per_seed"]) == 6 and set(saved["bootstrap_vs_baseline"]) == {"formula", "harmonrank"}
+    assert saved["oracle"]["auc_sum_oracle"]["auc_sum"] > max(r["auc_sum"] for r in saved["summary"])
+    assert [r["weight"] for r in saved["sweep"]] == [1.0, 2.0]
+    assert "all users" in saved["attention"] and res["replay"][0]["ranker"] == "formula"
+    report = (out / "report.md").read_text()
+    assert "## Verdict" in report and "Replay" in report
+
+
+def test_benchmark_config_errors(tmp_path: Path) -> None:
+    p = tmp_path / "b.toml"
+    p.write_text("[benchmark]\nrankers = ['nope']\n")
+    with pytest.raises(ConfigError, match="unknown ranker"):
+        load_benchmark_config(p)
+    p.write_text("[oops]\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_benchmark_config(p)
+    p.write_text("[data]\ncolour = 1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_benchmark_config(p)

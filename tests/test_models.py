@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harmonrank.models.harmonrank import EnsembleConfig, HarmonRankNet
+from harmonrank.models.losses import BCELoss, PairwiseLogisticLoss, RankLoss, make_loss
+from harmonrank.models.one_step import OneStepConfig, OneStepNet
+from harmonrank.ranking import soft_auc
+from reference import auc_pairs
+
+OBJ = ("click", "like", "buy")
+
+
+def _inputs(b: int = 64, seed: int = 0):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(b, 3, generator=g) * 0.2
+    z = torch.randn(b, 3, generator=g)
+    cat = torch.randint(0, 4, (b, 2), generator=g)
+    num = torch.randn(b, 2, generator=g)
+    return p, z, cat, num
+
+
+@pytest.mark.parametrize("use_user", [True, False])
+def test_harmonrank_shapes_and_attention(use_user: bool) -> None:
+    net = HarmonRankNet(EnsembleConfig(objectives=OBJ, vocab_sizes=(4, 4), numeric_dim=2, use_user=use_user))
+    p, z, cat, num = _inputs()
+    s = net(p, z, cat, num)
+    assert s.shape == (64,) and torch.isfinite(s).all()
+    s2, attn = net(p, z, cat, num, return_attention=True)
+    torch.testing.assert_close(s, s2, rtol=1e-5, atol=1e-5)  # explicit-attention path == fused kernel path
+    assert attn.shape == (64, 3, 3)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(64, 3))
+    s.sum().backward()
+    assert all(prm.grad is not None for prm in net.parameters())
+
+
+def test_user_features_matter_only_with_personalisation() -> None:
+    p, z, cat, num = _inputs()
+    for use_user, changes in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        net = HarmonRankNet(EnsembleConfig(objectives=OBJ, vocab_sizes=(4, 4), numeric_dim=2, use_user=use_user))
+        a = net(p, z, cat, num)
+        b = net(p, z, (cat + 1) % 4, num + 1.0)
+        assert (not torch.allclose(a, b)) == changes
+
+
+def test_gate_starts_as_the_equal_weight_product() -> None:
+    net = HarmonRankNet(EnsembleConfig(objectives=OBJ))
+    gate = torch.nn.functional.softplus(net.gate.bias)
+    torch.testing.assert_close(gate, torch.ones(3), atol=1e-4, rtol=0)
+
+
+def test_one_step_shapes() -> None:
+    p, z, cat, num = _inputs()
+    net = OneStepNet(OneStepConfig(objectives=OBJ, vocab_sizes=(4, 4), numeric_dim=2))
+    assert net(p, z, cat, num).shape == (64,)
+
+
+def test_losses_against_references() -> None:
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(200, generator=g, dtype=torch.float64)
+    y = (torch.rand(200, 3, generator=g) < 0.2).double()
+    group = torch.arange(200) // 20
+    w = [1.0, 2.0, 1.0]
+    rank = RankLoss(w)(s, y, group)
+    assert rank.item() == pytest.approx(-(soft_auc(s, y) * torch.tensor(w, dtype=torch.float64)).sum().item() / 4)
+    pair = PairwiseLogisticLoss(w, chunk=50)(s, y, group)
+    ref = 0.0
+    for m in range(3):
+        sp, sn = s[y[:, m] > 0].numpy(), s[y[:, m] == 0].numpy()
+        ref += w[m] * np.mean([np.log1p(np.exp(-(a - b))) for a in sp for b in sn])
+    assert pair.item() == pytest.approx(ref / 4, rel=1e-9)
+    bce = BCELoss(w).double()(s, y, group)
+    z = (s[:, None] - 3.0).expand(-1, 3)  # initial slope 1, bias -3
+    ref_bce = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none").mean(0)
+    assert bce.item() == pytest.approx(float((ref_bce * torch.tensor(w, dtype=torch.float64)).sum() / 4), rel=1e-6)
+    # pairwise logistic ranks like AUC: a perfect score gives a lower loss than a random one
+    perfect = y[:, 0] * 5.0
+    assert PairwiseLogisticLoss([1.0])(perfect, y[:, :1], group) < PairwiseLogisticLoss([1.0])(s, y[:, :1], group)
+    assert auc_pairs(perfect.numpy(), y[:, 0].numpy()) == 1.0
+    with pytest.raises(ValueError, match="loss must be"):
+        make_loss("hinge", w)

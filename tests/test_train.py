@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harmonrank.errors import HarmonRankError
+from harmonrank.estimator import NeuralRanker
+from harmonrank.train import TrainConfig, request_batches
+
+
+def test_request_batches_cover_rows_once_and_keep_requests_whole() -> None:
+    rng = np.random.default_rng(0)
+    group = np.repeat(rng.permutation(50), rng.integers(1, 30, 50))
+    rng.shuffle(group)
+    batches = request_batches(group, 100, np.random.default_rng(1))
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(group)))
+    seen: set[int] = set()
+    for b in batches:
+        groups = set(group[b].tolist())
+        assert not groups & seen  # a request never spans two batches
+        seen |= groups
+        assert len(b) < 100 + 30
+    again = request_batches(group, 100, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def _fit(splits, run_dir: Path | None, epochs: int, resume: bool = False) -> NeuralRanker:  # type: ignore[no-untyped-def]
+    train, valid, _ = splits
+    r = NeuralRanker(net="harmonrank", loss="rank",
+                     train=TrainConfig(max_epochs=epochs, batch_size=2048, patience=10, seed=7))
+    r.fit(train, valid=valid, run_dir=run_dir, resume=resume)
+    return r
+
+
+def test_same_seed_same_model(splits) -> None:  # type: ignore[no-untyped-def]
+    a, b = _fit(splits, None, 2), _fit(splits, None, 2)
+    for (ka, va), (kb, vb) in zip(a.net_.state_dict().items(), b.net_.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_resume_continues_exactly(splits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    straight = _fit(splits, tmp_path / "a", 3)
+    _fit(splits, tmp_path / "b", 2)  # "killed" after epoch 2
+    meta = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    assert meta["epoch"] == 2 and len(meta["history"]) == 2
+    resumed = _fit(splits, tmp_path / "b", 3, resume=True)
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
+    for h1, h2 in zip(straight.history_, resumed.history_, strict=True):
+        assert h1["valid_auc_sum"] == pytest.approx(h2["valid_auc_sum"], abs=1e-9)
+    for (k, va), (_, vb) in zip(straight.net_.state_dict().items(), resumed.net_.state_dict().items(), strict=True):
+        torch.testing.assert_close(va, vb, rtol=0, atol=1e-6, msg=k)
+    tensors = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))  # safetensors: no pickle anywhere
+    assert any(k.startswith("opt.") for k in tensors) and any(k.startswith("best.") for k in tensors)
+
+
+def test_bad_train_config() -> None:
+    with pytest.raises(HarmonRankError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(HarmonRankError, match="lr"):
+        TrainConfig(lr=-1.0)
