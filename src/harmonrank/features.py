@@ -58,25 +58,28 @@ class FeatureEncoder:
     def fit(cls, table: Table, max_vocab: int = 10_000) -> FeatureEncoder:
         """Learn statistics and vocabularies from ``table`` (the training split)."""
         z = cls.logit(table.scores)
+        enc = cls.fit_columns(table.features, table.config.categorical, table.config.numeric, max_vocab)
+        enc.objectives = tuple(table.objectives)
+        enc.logit_mean = z.mean(0).tolist()
+        enc.logit_std = np.maximum(z.std(0), _EPS).tolist()
+        return enc
+
+    @classmethod
+    def fit_columns(cls, features: dict[str, np.ndarray], categorical: tuple[str, ...] | list[str],
+                    numeric: tuple[str, ...] | list[str], max_vocab: int = 10_000) -> FeatureEncoder:
+        """Vocabularies (the ``max_vocab`` most frequent values) and numeric mean/std of feature columns."""
         vocab = {}
-        for name in table.config.categorical:
-            values, counts = np.unique(table.features[name].astype(str), return_counts=True)
+        for name in categorical:
+            values, counts = np.unique(np.asarray(features[name]).astype(str), return_counts=True)
             keep = values[np.argsort(-counts, kind="stable")][:max_vocab]
             vocab[name] = sorted(keep.tolist())
         num_mean, num_std = {}, {}
-        for name in table.config.numeric:
-            v = table.features[name]
+        for name in numeric:
+            v = np.asarray(features[name], dtype=np.float64)
             finite = v[np.isfinite(v)]
             num_mean[name] = float(finite.mean()) if finite.size else 0.0
             num_std[name] = float(finite.std()) if finite.size > 1 and finite.std() > 0 else 1.0
-        return cls(
-            objectives=tuple(table.objectives),
-            logit_mean=z.mean(0).tolist(),
-            logit_std=np.maximum(z.std(0), _EPS).tolist(),
-            vocab=vocab,
-            numeric_mean=num_mean,
-            numeric_std=num_std,
-        )
+        return cls(vocab=vocab, numeric_mean=num_mean, numeric_std=num_std)
 
     @property
     def vocab_sizes(self) -> tuple[int, ...]:
@@ -91,26 +94,30 @@ class FeatureEncoder:
         if tuple(table.objectives) != self.objectives:
             raise DataError(f"model was fitted on objectives {self.objectives}; the data has {table.objectives}")
         z = (self.logit(table.scores) - np.asarray(self.logit_mean)) / np.asarray(self.logit_std)
-        n = len(table)
-        cats = np.zeros((n, len(self.vocab)), dtype=np.int64)
-        for k, (name, values) in enumerate(self.vocab.items()):
-            col = table.features[name].astype(str)
-            pos = np.searchsorted(np.asarray(values, dtype=object).astype(str), col)
-            pos = np.clip(pos, 0, max(len(values) - 1, 0))
-            hit = np.asarray(values, dtype=str)[pos] == col if values else np.zeros(n, bool)
-            cats[:, k] = np.where(hit, pos + 1, 0)
-        nums = np.zeros((n, self.numeric_dim), dtype=np.float32)
-        for k, name in enumerate(self.numeric_mean):
-            v = table.features[name]
-            miss = ~np.isfinite(v)
-            nums[:, 2 * k] = np.where(miss, 0.0, (v - self.numeric_mean[name]) / self.numeric_std[name])
-            nums[:, 2 * k + 1] = miss
+        cats, nums = self.encode_columns(table.features, len(table))
         return EncodedBatch(
             scores=torch.from_numpy(table.scores.astype(np.float32)),
             logits=torch.from_numpy(z.astype(np.float32)),
             categorical=torch.from_numpy(cats),
-            numeric=torch.from_numpy(np.clip(nums, -10, 10)),
+            numeric=torch.from_numpy(nums),
         )
+
+    def encode_columns(self, features: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Categorical ids (n, C) int64, 0 = unknown; numeric (n, 2D) float32: value, missing flag."""
+        cats = np.zeros((n, len(self.vocab)), dtype=np.int64)
+        for k, (name, values) in enumerate(self.vocab.items()):
+            col = np.asarray(features[name]).astype(str)
+            known = np.asarray(values, dtype=str)
+            pos = np.clip(np.searchsorted(known, col), 0, max(len(known) - 1, 0))
+            hit = known[pos] == col if len(known) else np.zeros(n, bool)
+            cats[:, k] = np.where(hit, pos + 1, 0)
+        nums = np.zeros((n, self.numeric_dim), dtype=np.float32)
+        for k, name in enumerate(self.numeric_mean):
+            v = np.asarray(features[name], dtype=np.float64)
+            miss = ~np.isfinite(v)
+            nums[:, 2 * k] = np.where(miss, 0.0, (v - self.numeric_mean[name]) / self.numeric_std[name])
+            nums[:, 2 * k + 1] = miss
+        return cats, np.clip(nums, -10, 10)
 
     def to_dict(self) -> dict[str, Any]:
         return {
