@@ -300,6 +300,54 @@ def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, bat
     err_console.print(f"scored {n:,} rows -> {out}")
 
 
+@cli.group("data")
+def data_group() -> None:
+    """Turn public datasets into the data contract."""
+
+
+@data_group.command("kuairand")
+@click.option("--src", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="KuaiRand folder (Pure, 1K or 27K layout): log_*.csv, user_features_*.csv, "
+                   "video_features_basic_*.csv.")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for kuairand.parquet and kuairand.toml (the ensemble's dataset config).")
+@click.option("--log", "log_kind", type=click.Choice(["random", "standard"]), default="random",
+              help="Which log: random exposures or the recommender's.")
+@click.option("--gap-minutes", type=float, default=360.0, help="A request ends after this much inactivity.")
+def kuairand_cmd(src: Path, out: Path, log_kind: str, gap_minutes: float) -> None:
+    """Join a KuaiRand log with user and video features, derive requests, write the data contract."""
+    from .kuairand import write_kuairand
+
+    info = write_kuairand(src, out, log_kind=log_kind, gap_minutes=gap_minutes)
+    console.print(f"{info['rows']:,} impressions, {info['users']:,} users, {info['requests']:,} requests "
+                  f"(median {info['median_request_size']:g} impressions); positives: "
+                  + ", ".join(f"{k} {v:,}" for k, v in info["positives"].items()))
+    console.print(f"wrote {out / 'kuairand.parquet'} and {out / 'kuairand.toml'}")
+
+
+@cli.command("upstream")
+@click.option("--data", "-d", type=FILE, required=True, help="Labelled Parquet (e.g. from `data kuairand`).")
+@click.option("--out", "-o", type=FILE, required=True, help="Parquet to write: the input plus p_* columns.")
+@click.option("--folds", type=int, default=5, help="Cross-fitting folds.")
+@click.option("--by", "fold_by", type=click.Choice(["time", "user"]), default="time", help="Fold rows by.")
+@click.option("--experts", type=int, default=4, help="MMoE experts (1 = shared bottom).")
+@click.option("--epochs", type=int, default=10, help="Most epochs per fold.")
+@click.option("--seed", type=int, default=0)
+@click.option("--report", "report_out", type=FILE, default=None, help="Write the per-head AUC report as JSON.")
+def upstream_cmd(data: Path, out: Path, folds: int, fold_by: str, experts: int, epochs: int, seed: int,
+                 report_out: Path | None) -> None:
+    """Cross-fit a multi-task (MMoE) model and add out-of-fold p_* scores for every y_* label."""
+    from .upstream import UpstreamConfig, score_file
+
+    cfg = UpstreamConfig(folds=folds, fold_by=fold_by, experts=experts, epochs=epochs, seed=seed)  # type: ignore[arg-type]
+    report = score_file(str(data), str(out), cfg)
+    rows = [{"objective": o, "positives": report["positives"][o], "out-of-fold AUC": a}
+            for o, a in report["auc"].items()]
+    console.print(_rich_rows(f"upstream MMoE, {folds} folds by {fold_by}", rows))
+    if report_out:
+        write_json(report, report_out)
+
+
 @cli.command("benchmark")
 @click.option("--config", "-c", "bench_config", type=FILE, default=None,
               help="Benchmark TOML ([data], [train], [benchmark]); see benchmarks/configs/.")
@@ -308,12 +356,15 @@ def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, bat
 @click.option("--rows", type=int, default=None, help="Override: simulated rows.")
 @click.option("--seeds", default=None, help="Override: comma-separated seeds, e.g. 0,1,2.")
 @click.option("--rankers", default=None, help="Override: comma-separated ranker names.")
+@click.option("--data", "-d", type=FILE, default=None, help="Override: benchmark on this file instead.")
+@click.option("--dataset-config", "config", type=FILE, default=None, help="Dataset config (TOML) of --data.")
 def benchmark_cmd(bench_config: Path | None, out: Path, rows: int | None, seeds: str | None,
-                  rankers: str | None) -> None:
+                  rankers: str | None, data: Path | None, config: Path | None) -> None:
     """Compare every ranker on one time-split dataset, over several seeds, and write a report."""
     from .benchmark import load_benchmark_config, run_benchmark
 
-    overrides: dict[str, Any] = {"rows": rows}
+    overrides: dict[str, Any] = {"rows": rows, "path": str(data) if data else None,
+                                 "dataset_config": str(config) if config else None}
     if seeds:
         overrides["seeds"] = tuple(int(x) for x in seeds.split(","))
     if rankers:
