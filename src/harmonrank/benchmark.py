@@ -250,6 +250,15 @@ def run_benchmark(
             res = paired_bootstrap(scores[name][seed0], scores[cfg.baseline][seed0], test.labels, test.request,
                                    weights=weights, n_boot=cfg.n_boot, random_state=seed0)
             boot[name] = asdict(res) | {"excludes_zero": res.excludes_zero}
+    # HarmonRank against every other ranker, same way (first seed)
+    versus: dict[str, Any] = {}
+    if "harmonrank" in scores:
+        for name in cfg.rankers:
+            if name == "harmonrank":
+                continue
+            res = paired_bootstrap(scores["harmonrank"][seed0], scores[name][seed0], test.labels, test.request,
+                                   weights=weights, n_boot=cfg.n_boot, random_state=seed0)
+            versus[name] = asdict(res) | {"excludes_zero": res.excludes_zero}
     # oracle rows and replay (simulated data only)
     oracle: dict[str, Any] = {}
     replay_rows: list[dict[str, Any]] = []
@@ -307,6 +316,7 @@ def run_benchmark(
         "per_seed": per_seed,
         "summary": summary,
         "bootstrap_vs_baseline": boot,
+        "harmonrank_vs": versus,
         "oracle": oracle,
         "replay": replay_rows,
         "sweep": sweep,

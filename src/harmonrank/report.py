@@ -313,6 +313,20 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
                 rows.append({"ranker": label, **{o: o_row[f"auc_{o}"] for o in objs},
                              "AUC-sum": f"{o_row['auc_sum']:.4f}", "GAUC-sum": o_row["gauc_sum"], "fit s": ""})
     lines.append(markdown_table(rows))
+    versus = results.get("harmonrank_vs", {})
+    if versus:
+        lines += ["", "## HarmonRank against each ranker (paired bootstrap over test requests, first seed)", ""]
+        vrows = []
+        for name, b in versus.items():
+            if b["low"] > 0:
+                verdict = "HarmonRank better"
+            elif b["high"] < 0:
+                verdict = "HarmonRank worse"
+            else:
+                verdict = "no significant difference"
+            vrows.append({"vs": name, "Δ AUC-sum": b["difference"], "95% CI low": b["low"],
+                          "95% CI high": b["high"], "p": b["p_value"], "verdict": verdict})
+        lines.append(markdown_table(vrows))
     lines += ["", "## Test GAUC per objective (by user, mean over seeds)", ""]
     lines.append(markdown_table([{"ranker": r["ranker"], **{o: r[f"gauc_{o}"] for o in objs},
                                   "GAUC-sum": r["gauc_sum"]} for r in results["summary"]]))
