@@ -79,11 +79,11 @@ class BenchmarkConfig:
             raise ConfigError(f"benchmark: rows must be >= 1000 to simulate. Got {self.rows} instead.")
 
 
-def load_benchmark_config(path: str | Path | None, **overrides: Any) -> BenchmarkConfig:
+def load_benchmark_config(config_path: str | Path | None, /, **overrides: Any) -> BenchmarkConfig:
     """Read a benchmark TOML ([data], [train], [benchmark] tables); keyword overrides win."""
     raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
+    if config_path is not None:
+        p = Path(config_path)
         if not p.is_file():
             raise ConfigError(f"benchmark config {str(p)!r} does not exist")
         try:
