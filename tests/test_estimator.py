@@ -58,3 +58,15 @@ def test_errors(splits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     train, _, _ = splits
     with pytest.raises(HarmonRankError, match="needs labels"):
         make_ranker("formula", FAST).fit(replace(train, labels=None))
+
+
+def test_predict_checks_the_data_matches_the_model(splits) -> None:  # type: ignore[no-untyped-def]
+    train, valid, test = splits
+    r = make_ranker("formula", FAST, n_trials=2).fit(train, valid=valid)
+    feats = {k: v for k, v in test.features.items() if k != "u_device"}
+    with pytest.raises(ConfigError, match="u_device"):
+        r.predict(replace(test, features=feats))
+    fewer = test.config.__class__(objectives=test.config.objectives[:2], categorical=test.config.categorical,
+                                  numeric=test.config.numeric)
+    with pytest.raises(ConfigError, match="trained on objectives"):
+        r.predict(replace(test, config=fewer, scores=test.scores[:, :2]))

@@ -64,3 +64,22 @@ def test_bad_train_config() -> None:
         TrainConfig(batch_size=0)
     with pytest.raises(HarmonRankError, match="lr"):
         TrainConfig(lr=-1.0)
+
+
+def test_resume_refuses_what_it_cannot_continue_exactly(splits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    train, valid, _ = splits
+    run = tmp_path / "r"
+    NeuralRanker(net="one_step", loss="rank", train=TrainConfig(max_epochs=1, seed=1)).fit(train, valid=valid,
+                                                                                          run_dir=run)
+    other_seed = NeuralRanker(net="one_step", loss="rank", train=TrainConfig(max_epochs=2, seed=2))
+    with pytest.raises(HarmonRankError, match="seed=1"):
+        other_seed.fit(train, valid=valid, run_dir=run, resume=True)
+    other_net = NeuralRanker(net="harmonrank", loss="rank", train=TrainConfig(max_epochs=2, seed=1))
+    with pytest.raises(HarmonRankError, match="different model"):
+        other_net.fit(train, valid=valid, run_dir=run, resume=True)
+    meta = json.loads((run / "checkpoint.json").read_text())
+    meta["epoch"] = 5  # as if the process died between writing the weights and the JSON
+    (run / "checkpoint.json").write_text(json.dumps(meta))
+    same = NeuralRanker(net="one_step", loss="rank", train=TrainConfig(max_epochs=2, seed=1))
+    with pytest.raises(HarmonRankError, match="died between"):
+        same.fit(train, valid=valid, run_dir=run, resume=True)

@@ -266,7 +266,8 @@ def run_benchmark(
         from .replay import replay
 
         per_obj = {f"auc_{o}": auc(test.truth[:, m], test.labels[:, m]) for m, o in enumerate(test.objectives)}
-        oracle["per_objective"] = per_obj | {"auc_sum": sum(per_obj.values())}
+        oracle["per_objective"] = per_obj | {"auc_sum": float(sum(
+            w * np.nan_to_num(a) for w, a in zip(weights, per_obj.values(), strict=True)))}
         oracle["auc_sum_oracle"] = _metrics(test, oracle_scores(test.truth, test.labels, weights))
         if cfg.observable_oracle and train.truth is not None:
             oracle["observable_oracle"] = _metrics(test, observable_oracle(train, test))
@@ -291,8 +292,9 @@ def run_benchmark(
             s = ranker.predict(replace(test, config=tcfg))
             sweep.append({"weight": wgt, **_metrics(test, s)})
             say(f"sweep {cfg.sweep_objective} weight {wgt:g}: test AUC-sum {sweep[-1]['auc_sum']:.4f}")
-        main = next(r for r in summary if r["ranker"] == "harmonrank")
-        sweep.append({"weight": 1.0, **{k: v for k, v in main.items() if not k.endswith("_std")}})
+        if 1.0 not in cfg.sweep_weights:  # the main run is the weight-1 point (same first seed)
+            main = next(r for r in per_seed if r["ranker"] == "harmonrank" and r["seed"] == seed0)
+            sweep.append({"weight": 1.0, **{k: v for k, v in main.items() if k.startswith(("auc_", "gauc_"))}})
         sweep.sort(key=lambda r: r["weight"])
     # what the alignment step learned: attention per user segment, beside the label correlations
     if "harmonrank" in fitted:

@@ -85,9 +85,15 @@ class Table:
         """
         if abs(sum(fractions) - 1.0) > 1e-9 or any(f <= 0 for f in fractions):
             raise DataError(f"split fractions must be positive and sum to 1. Got {tuple(fractions)} instead.")
-        req_codes, first = np.unique(self.request, return_index=True)
-        _, inverse = np.unique(self.request, return_inverse=True)
-        key = self.time[first] if self.time is not None else first
+        req_codes, first, inverse = np.unique(self.request, return_index=True, return_inverse=True)
+        if self.time is not None:
+            t = np.asarray(self.time)
+            if t.dtype.kind == "f" and np.isnan(t).any():
+                raise DataError(f"time column has {int(np.isnan(t).sum())} missing values; cannot split by time")
+            key = np.full(len(req_codes), np.iinfo(np.int64).max if t.dtype.kind in "iu" else np.inf, dtype=t.dtype)
+            np.minimum.at(key, inverse, t)  # each request at its earliest impression
+        else:
+            key = first
         order = np.lexsort((first, key))  # requests in time order, file order breaks ties
         rank = np.empty(len(req_codes), dtype=np.int64)
         rank[order] = np.arange(len(req_codes))

@@ -75,9 +75,20 @@ class Ranker(ABC):
     @abstractmethod
     def _fit(self, train: Table, valid: Table | None, **kwargs: Any) -> None: ...
 
-    @abstractmethod
     def predict(self, table: Table) -> np.ndarray:
         """One ensemble score per row, higher ranks first, shape (n,)."""
+        cfg = getattr(self, "config_", None)
+        if cfg is not None:
+            if tuple(table.objectives) != tuple(cfg.names):
+                raise ConfigError(f"{self.name} was trained on objectives {', '.join(cfg.names)}; "
+                                  f"the data has {', '.join(table.objectives)}")
+            missing = [c for c in (*cfg.categorical, *cfg.numeric) if c not in table.features]
+            if missing:
+                raise ConfigError(f"{self.name} needs feature column(s) {', '.join(missing)}")
+        return self._predict(table)
+
+    @abstractmethod
+    def _predict(self, table: Table) -> np.ndarray: ...
 
     def score(self, table: Table) -> float:
         """Weighted AUC-sum of :meth:`predict` on ``table``."""
@@ -132,7 +143,7 @@ class NeuralRanker(Ranker):
         try:
             self.net_config_ = cfg_cls(objectives=tuple(table.objectives), vocab_sizes=self.encoder_.vocab_sizes,
                                        numeric_dim=self.encoder_.numeric_dim, **self.net_options)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ConfigError(f"net_options for {self.net!r}: {err}") from err
         torch.manual_seed(self.train.seed)
         self.net_ = cls(self.net_config_)
@@ -151,11 +162,11 @@ class NeuralRanker(Ranker):
         self.history_ = trainer.fit(
             self.encoder_.transform(train), _labels(train, "fit"), train.request,
             self.encoder_.transform(valid) if valid is not None else None,
-            valid.labels if valid is not None else None, resume=resume, on_epoch=on_epoch,
+            _labels(valid, "validation") if valid is not None else None, resume=resume, on_epoch=on_epoch,
         )
         self.best_epoch_ = trainer.best_epoch
 
-    def predict(self, table: Table) -> np.ndarray:
+    def _predict(self, table: Table) -> np.ndarray:
         return predict_net(self.net_, self.encoder_.transform(table), self.train.eval_batch)
 
     def attention(self, table: Table) -> np.ndarray | None:
@@ -224,7 +235,7 @@ class FormulaRanker(Ranker):
         self.best_value_ = float(study.best_value)
         self.trials_ = [float(t.value) for t in study.trials if t.value is not None]
 
-    def predict(self, table: Table) -> np.ndarray:
+    def _predict(self, table: Table) -> np.ndarray:
         return weighted_product(table.scores, [self.weights_[m] for m in table.objectives])
 
     def _save(self, d: Path) -> dict[str, Any]:
@@ -281,12 +292,13 @@ class LambdaMARTRanker(Ranker):
         self.vocab_ = [sorted(set(train.features[c].astype(str).tolist())) for c in train.config.categorical]
         m = len(train.objectives)
         cat_idx = list(range(m, m + len(train.config.categorical)))
-        w = np.asarray(train.config.weights)
+        weights = np.asarray(train.config.weights)
+        w = weights / weights[weights > 0].min()  # the smallest positive weight counts 1 grade
         order, sizes = self._grouped(train)
         grade = np.rint(_labels(train, "lambdamart") @ w).astype(int)[order]
         x = self._matrix(train)[order]
         params: dict[str, Any] = dict(objective="lambdarank", random_state=self.seed, verbose=-1, n_jobs=2,
-                                      label_gain=list(range(int(grade.max()) + 2)), **self.params)
+                                      label_gain=list(range(int(np.rint(w.sum())) + 2)), **self.params)
         if valid is not None:
             params["metric"] = "None"  # early stopping on our validation AUC-sum only, not LightGBM's ndcg
         self.booster_ = lgb.LGBMRanker(**params)
@@ -311,7 +323,7 @@ class LambdaMARTRanker(Ranker):
                           callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)])
         self.booster_.fit(x, grade, **fit_kw)
 
-    def predict(self, table: Table) -> np.ndarray:
+    def _predict(self, table: Table) -> np.ndarray:
         return np.asarray(self.booster_.predict(self._matrix(table)), dtype=np.float64)
 
     def _save(self, d: Path) -> dict[str, Any]:
@@ -384,12 +396,17 @@ def load_ranker(run_dir: str | Path) -> Ranker:
     d = Path(run_dir)
     if not (d / "model.json").is_file():
         raise HarmonRankError(f"{d} holds no model.json: not a harmonrank model folder")
-    meta = json.loads((d / "model.json").read_text(encoding="utf-8"))
     kinds: dict[str, Any] = {"neural": NeuralRanker, "formula": FormulaRanker, "lambdamart": LambdaMARTRanker}
-    if meta.get("kind") not in kinds:
-        raise HarmonRankError(f"{d}/model.json: unknown model kind {meta.get('kind')!r}")
-    r: Ranker = kinds[meta["kind"]]._load(d, meta)
-    r.config_ = DatasetConfig.from_dict(meta["dataset_config"])
+    try:
+        meta = json.loads((d / "model.json").read_text(encoding="utf-8"))
+        if meta.get("kind") not in kinds:
+            raise HarmonRankError(f"{d}/model.json: unknown model kind {meta.get('kind')!r}")
+        r: Ranker = kinds[meta["kind"]]._load(d, meta)
+        r.config_ = DatasetConfig.from_dict(meta["dataset_config"])
+    except HarmonRankError:
+        raise
+    except Exception as err:  # corrupt or partial model folder: JSON, missing keys/files, bad weights
+        raise HarmonRankError(f"cannot load the model in {d}: {type(err).__name__}: {err}") from err
     return r
 
 

@@ -23,6 +23,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -94,8 +95,8 @@ class Trainer:
         self.config = config
         self.weights = weights
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        params = [p for p in list(net.parameters()) + list(loss.parameters()) if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self._params = [p for p in list(net.parameters()) + list(loss.parameters()) if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self._params, lr=config.lr, weight_decay=config.weight_decay)
         self.history: list[dict[str, float]] = []
         self.best_metric = -np.inf
         self.best_epoch = -1
@@ -143,10 +144,30 @@ class Trainer:
         """Restore the last checkpoint of ``run_dir``; False when there is none."""
         if self.run_dir is None or not (self.run_dir / "checkpoint.json").exists():
             return False
-        meta = json.loads((self.run_dir / "checkpoint.json").read_text(encoding="utf-8"))
-        tensors = load_file(str(self.run_dir / "checkpoint.safetensors"))
-        self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.loss.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")})
+        try:
+            meta = json.loads((self.run_dir / "checkpoint.json").read_text(encoding="utf-8"))
+            with safe_open(str(self.run_dir / "checkpoint.safetensors"), framework="pt") as f:
+                saved_epoch = (f.metadata() or {}).get("epoch")
+            tensors = load_file(str(self.run_dir / "checkpoint.safetensors"))
+        except (OSError, ValueError, json.JSONDecodeError) as err:
+            raise HarmonRankError(f"cannot resume from {self.run_dir}: {err}") from err
+        if saved_epoch != str(meta.get("epoch")):
+            raise HarmonRankError(
+                f"cannot resume from {self.run_dir}: checkpoint.safetensors is from epoch {saved_epoch} but "
+                f"checkpoint.json from epoch {meta.get('epoch')} (the run died between the two writes); "
+                "delete both to restart")
+        saved_cfg = meta.get("train_config", {})
+        for key in ("seed", "batch_size", "batch_by"):
+            if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
+                raise HarmonRankError(
+                    f"cannot resume from {self.run_dir}: it was trained with {key}={saved_cfg[key]!r}, "
+                    f"this run asks for {getattr(self.config, key)!r}; resuming would not be exact")
+        try:
+            self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.loss.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")})
+        except RuntimeError as err:
+            raise HarmonRankError(f"cannot resume from {self.run_dir}: the checkpoint holds a different model "
+                                  f"(other ranker, data or options): {str(err).splitlines()[0]}") from err
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
             if k.startswith("opt."):
@@ -205,7 +226,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)
                 self.optimizer.step()
                 total += float(loss.detach()) * len(idx_np)
                 seen += len(idx_np)
