@@ -49,6 +49,7 @@ def test_resume_continues_exactly(splits, tmp_path: Path) -> None:  # type: igno
     _fit(splits, tmp_path / "b", 2)  # "killed" after epoch 2
     meta = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
     assert meta["epoch"] == 2 and len(meta["history"]) == 2
+    assert meta["model"]["dataset_config"]["objectives"][0]["name"] == "click" and meta["model"]["encoder"]["vocab"]
     resumed = _fit(splits, tmp_path / "b", 3, resume=True)
     assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
     for h1, h2 in zip(straight.history_, resumed.history_, strict=True):

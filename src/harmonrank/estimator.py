@@ -158,7 +158,9 @@ class NeuralRanker(Ranker):
         if kwargs:
             raise ConfigError(f"{self.name}.fit: unknown option(s) {', '.join(kwargs)}")
         net, loss = self.build(train)
-        trainer = Trainer(net, loss, self.train, train.config.weights, run_dir=run_dir)
+        metadata = {"ranker": self.name, "net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
+                    "dataset_config": train.config.to_dict(), "encoder": self.encoder_.to_dict()}
+        trainer = Trainer(net, loss, self.train, train.config.weights, run_dir=run_dir, metadata=metadata)
         self.history_ = trainer.fit(
             self.encoder_.transform(train), _labels(train, "fit"), train.request,
             self.encoder_.transform(valid) if valid is not None else None,

@@ -89,7 +89,8 @@ class Trainer:
     """Owns optimiser, loop, early stopping and checkpoints for one (net, loss) pair."""
 
     def __init__(self, net: nn.Module, loss: nn.Module, config: TrainConfig, weights: tuple[float, ...],
-                 run_dir: str | Path | None = None) -> None:
+                 run_dir: str | Path | None = None, metadata: dict[str, Any] | None = None) -> None:
+        self.metadata = metadata or {}  # saved in every checkpoint.json (net config, objectives, vocabularies)
         self.net = net
         self.loss = loss
         self.config = config
@@ -132,6 +133,7 @@ class Trainer:
             "train_config": asdict(self.config),
             "param_groups": [{k: v for k, v in g.items() if k != "params"}
                              for g in self.optimizer.state_dict()["param_groups"]],
+            "model": self.metadata,
         }
         tmp, final = atomic_path(self.run_dir / "checkpoint.json")  # written last: marks the pair complete
         try:
