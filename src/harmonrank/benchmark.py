@@ -302,8 +302,9 @@ def run_benchmark(
         if attn is not None:
             seg = cfg.segment_feature if cfg.segment_feature in test.features else None
             groups = {"all users": np.ones(len(test), bool)}
-            if seg:
-                for v in sorted(set(test.features[seg].astype(str))):
+            if seg:  # the (at most) four largest segments
+                vals, counts = np.unique(test.features[seg].astype(str), return_counts=True)
+                for v in sorted(vals[np.argsort(-counts, kind="stable")][:4].tolist()):
                     groups[f"{seg}={v}"] = test.features[seg].astype(str) == v
             attention = {k: attn[mask].mean(0).tolist() for k, mask in groups.items() if mask.any()}
     with np.errstate(invalid="ignore", divide="ignore"):

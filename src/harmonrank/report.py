@@ -163,8 +163,10 @@ def plot_trade_off(results: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(f"{other} AUC")
         ax.set_ylabel(f"{main} AUC")
         ax.grid(alpha=0.3)
-    sweep_obj = results["config"]["sweep_objective"]
-    fig.suptitle(f"Trade-off on the test slice (mean over seeds); grey: HarmonRank sweeping the {sweep_obj} weight")
+    title = "Trade-off on the test slice (mean over seeds)"
+    if results["sweep"]:
+        title += f"; grey: HarmonRank sweeping the {results['config']['sweep_objective']} weight (first seed)"
+    fig.suptitle(title)
     _save_fig(fig, path)
 
 
