@@ -21,8 +21,7 @@ def main() -> None:
     lines = ["# Label-skew study: buy's base rate 0.3% vs 0.03%", "",
              "Produced by `python benchmarks/label_skew.py` from "
              "[default](default/report.md) and [label_skew](label_skew/report.md) (same simulator, same "
-             "rankers; only buy's rate differs; the skewed run uses one learning rate, 3e-3, for every neural "
-             "ranker instead of picking from {1e-3, 3e-3}).", ""]
+             "rankers and protocol; only buy's rate differs).", ""]
     for name, res in runs.items():
         rate = res["data"]["simulator"]["rates"]["buy"]
         lines.append(f"- {name}: buy rate {rate:g}, test buy positives {res['test_positives']['buy']:,}")
