@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from harmonrank.cli import main
-
-EXE = str(Path(sys.executable).parent / "harmonrank")
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+from clihelp import EXE, run
 
 
 def test_evaluate_formula_json_matches_sklearn(sim_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clihelp import EXE, run
 from harmonrank import load_config, read_table
-from harmonrank.cli import main
 from harmonrank.estimator import load_ranker
-
-EXE = str(Path(sys.executable).parent / "harmonrank")
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_train_predict_evaluate_agree(sim_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import load_config, simulator_config
+from .config import load_config, read_toml, simulator_config
 from .data import Table, read_table
 from .errors import ConfigError, DataError
 from .metrics import auc, gauc, oracle_scores, paired_bootstrap
@@ -84,12 +83,7 @@ def load_benchmark_config(config_path: str | Path | None, /, **overrides: Any) -
     raw: dict[str, Any] = {}
     if config_path is not None:
         p = Path(config_path)
-        if not p.is_file():
-            raise ConfigError(f"benchmark config {str(p)!r} does not exist")
-        try:
-            doc = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"benchmark config {str(p)!r} is not valid TOML: {err}") from err
+        doc = read_toml(p, "benchmark config")
         base = p.parent
         for section in ("data", "train", "benchmark"):
             raw.update(doc.pop(section, {}))

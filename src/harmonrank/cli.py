@@ -266,37 +266,21 @@ def _named_weights(text: str, names: tuple[str, ...]) -> dict[str, float]:
 def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, batch_rows: int) -> None:
     """Score every row of a file with a trained ranker; streams batches, writes atomically."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    from .data import iter_tables
+    from .data import AtomicTableWriter, iter_tables
     from .estimator import load_ranker
 
     model = load_ranker(model_dir)
     cfg = load_config(config) if config else model.config_
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"--out must end in .parquet or .csv. Got {out.name!r} instead.")
-    tmp, final = atomic_path(out)
-    writer: Any = None
-    n = 0
-    try:
+    with AtomicTableWriter(out) as writer:
         for part in iter_tables(data, cfg, labels=False, batch_rows=batch_rows):
-            batch = pa.table({cfg.request_column: part.request, cfg.user_column: part.user,
-                              "score": model.predict(part)})
-            if writer is None:
-                writer = (pq.ParquetWriter(tmp, batch.schema) if out.suffix.lower() == ".parquet"
-                          else pacsv.CSVWriter(tmp, batch.schema))
-            writer.write_table(batch)
-            n += batch.num_rows
-        if writer is None:
+            writer.write(pa.table({cfg.request_column: part.request, cfg.user_column: part.user,
+                                   "score": model.predict(part)}))
+        if writer.rows == 0:
             raise DataError(f"{data}: the file has 0 rows; nothing to score")
-        writer.close()
-        writer = None
-        os.replace(tmp, final)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+    n = writer.rows
     err_console.print(f"scored {n:,} rows -> {out}")
 
 

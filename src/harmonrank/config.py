@@ -33,7 +33,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DatasetConfig", "Objective", "load_config", "simulator_config"]
+__all__ = ["DatasetConfig", "Objective", "load_config", "read_toml", "simulator_config"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -165,18 +165,22 @@ class DatasetConfig:
         )
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; a missing file or bad syntax is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {str(p)!r} does not exist")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{what} {str(p)!r} is not valid TOML: {err}") from err
+
+
 def load_config(path: str | Path | None) -> DatasetConfig:
     """Read and validate a TOML dataset config; ``None`` gives the simulator's config."""
     if path is None:
         return simulator_config()
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {err}") from err
-    return DatasetConfig.from_dict(raw, source=str(p))
+    return DatasetConfig.from_dict(read_toml(path), source=str(path))
 
 
 def simulator_config() -> DatasetConfig:

@@ -24,7 +24,16 @@ import pyarrow.parquet as pq
 from .config import DatasetConfig
 from .errors import DataError
 
-__all__ = ["Table", "atomic_path", "check_both_classes", "concat_tables", "iter_tables", "read_table", "write_parquet"]
+__all__ = [
+    "AtomicTableWriter",
+    "Table",
+    "atomic_path",
+    "check_both_classes",
+    "concat_tables",
+    "iter_tables",
+    "read_table",
+    "write_parquet",
+]
 
 _MAX_SHOWN = 5
 
@@ -374,6 +383,41 @@ def atomic_path(path: str | Path) -> tuple[Path, Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     return Path(tmp), final
+
+
+class AtomicTableWriter:
+    """Stream Arrow tables into a Parquet or CSV file under a temporary name; renamed only on success.
+
+    >>> with AtomicTableWriter("out.parquet") as w:  # doctest: +SKIP
+    ...     for batch in batches:
+    ...         w.write(batch)
+    """
+
+    def __init__(self, path: str | Path, **parquet_options: Any) -> None:
+        self.tmp, self.final = atomic_path(path)
+        self.csv = self.final.suffix.lower() == ".csv"
+        self.options = parquet_options
+        self.rows = 0
+        self._writer: Any = None
+
+    def write(self, table: pa.Table, **write_options: Any) -> None:
+        if self._writer is None:
+            self._writer = (pacsv.CSVWriter(self.tmp, table.schema) if self.csv
+                            else pq.ParquetWriter(self.tmp, table.schema, **self.options))
+        self._writer.write_table(table, **write_options)
+        self.rows += table.num_rows
+
+    def __enter__(self) -> AtomicTableWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                if exc_type is None:
+                    os.replace(self.tmp, self.final)
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> None:

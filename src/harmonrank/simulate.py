@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time as _time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -36,9 +35,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .data import atomic_path
+from .data import AtomicTableWriter
 from .errors import ConfigError
 
 __all__ = ["OBJECTIVES", "SimulatorConfig", "simulate", "simulate_table"]
@@ -446,26 +444,15 @@ def simulate(
     half-written. ``progress(rows_done, rows_total)`` is called after every chunk.
     """
     cfg = config or SimulatorConfig()
-    tmp, final = atomic_path(path)
     t0 = _time.perf_counter()
     done = 0
-    writer: pq.ParquetWriter | None = None
-    try:
+    with AtomicTableWriter(path, compression="zstd") as writer:
         for chunk in _chunks(cfg):
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, chunk.schema, compression="zstd")
-            writer.write_table(chunk, row_group_size=chunk.num_rows)
+            writer.write(chunk, row_group_size=chunk.num_rows)
             done += chunk.num_rows
             if progress is not None:
                 progress(done, cfg.rows)
-        if writer is not None:
-            writer.close()
-            writer = None
-        os.replace(tmp, final)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+    final = writer.final
     secs = _time.perf_counter() - t0
     log.info("simulated %d rows to %s in %.1fs", done, final, secs)
     return {"path": str(final), "rows": done, "seconds": secs, "config": cfg.to_dict()}
