@@ -382,6 +382,9 @@ def atomic_path(path: str | Path) -> tuple[Path, Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the renamed file should get the usual mode
     return Path(tmp), final
 
 
