@@ -12,7 +12,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -411,6 +411,3 @@ def load_ranker(run_dir: str | Path) -> Ranker:
         raise HarmonRankError(f"cannot load the model in {d}: {type(err).__name__}: {err}") from err
     return r
 
-
-def with_seed(train: TrainConfig, seed: int) -> TrainConfig:
-    return replace(train, seed=seed)
