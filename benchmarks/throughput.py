@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from harmonrank import SimulatorConfig, read_table, simulate, simulator_config
-from harmonrank.estimator import NeuralRanker
+from harmonrank.rankers import NeuralRanker
 from harmonrank.train import TrainConfig, Trainer
 
 RESULTS = Path(__file__).parent / "results"
@@ -46,7 +46,8 @@ def main() -> None:
         for label, (net, loss) in PAIRS.items():
             r = NeuralRanker(net=net, loss=loss, train=TrainConfig(batch_size=bs))
             net_m, loss_m = r.build(train)
-            trainers[label] = (Trainer(net_m, loss_m, r.train, train.config.weights), r.encoder_.transform(train))
+            trainer = Trainer(net_m, loss_m, r.train, train.config.objective_weights)
+            trainers[label] = (trainer, r.encoder_.transform(train))
         samples: dict[str, list[float]] = {k: [] for k in PAIRS}
         for _ in range(args.repeats):
             for label, (trainer, enc) in trainers.items():  # alternate: noise hits both

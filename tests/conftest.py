@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonrank.simulate import SimulatorConfig, simulate
+from harmonrank.study.simulate import SimulatorConfig, simulate
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harmonrank.benchmark import load_benchmark_config, run_benchmark
 from harmonrank.errors import ConfigError
+from harmonrank.study.benchmark import load_benchmark_config, run_benchmark
 
 
 def test_tiny_benchmark_writes_a_complete_report(tmp_path: Path) -> None:

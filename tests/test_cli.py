@@ -64,7 +64,7 @@ def test_end_to_end_installed_cli(tmp_path: Path) -> None:
 def test_demo_config_is_a_small_valid_benchmark() -> None:
     from importlib import resources
 
-    from harmonrank.benchmark import load_benchmark_config
+    from harmonrank.study.benchmark import load_benchmark_config
 
     with resources.as_file(resources.files("harmonrank").joinpath("resources/demo.toml")) as path:
         cfg = load_benchmark_config(path)

@@ -11,7 +11,7 @@ import pytest
 
 from clihelp import EXE, run
 from harmonrank import load_config, read_table
-from harmonrank.estimator import load_ranker
+from harmonrank.rankers import load_ranker
 
 
 def test_train_predict_evaluate_agree(sim_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from harmonrank.errors import ConfigError, HarmonRankError
-from harmonrank.estimator import RANKERS, FormulaRanker, load_ranker, make_ranker
 from harmonrank.metrics import auc_sum
 from harmonrank.models.formula import weighted_product
+from harmonrank.rankers import RANKERS, FormulaRanker, load_ranker, make_ranker
 from harmonrank.train import TrainConfig
 
 FAST = TrainConfig(max_epochs=1, batch_size=4096)

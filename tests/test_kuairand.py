@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from harmonrank import load_config
-from harmonrank.benchmark import load_benchmark_config, run_benchmark
 from harmonrank.errors import DataError
-from harmonrank.kuairand import load_kuairand, request_ids, write_kuairand
-from harmonrank.upstream import UpstreamConfig, score_file
+from harmonrank.study.benchmark import load_benchmark_config, run_benchmark
+from harmonrank.study.kuairand import load_kuairand, request_ids, write_kuairand
+from harmonrank.study.upstream import UpstreamConfig, cross_fit_file
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "kuairand-1k"
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/kuairand-1k is not present")
@@ -58,8 +58,8 @@ def test_loader_reads_the_official_layout(tmp_path: Path) -> None:
 def test_reduced_real_data_pipeline(tmp_path: Path) -> None:
     """The CI version of benchmarks/kuairand.sh: loader -> cross-fitted upstream -> benchmark."""
     write_kuairand(SHARED, tmp_path)
-    report = score_file(str(tmp_path / "kuairand.parquet"), str(tmp_path / "scored.parquet"),
-                        UpstreamConfig(folds=2, epochs=2))
+    report = cross_fit_file(str(tmp_path / "kuairand.parquet"), str(tmp_path / "scored.parquet"),
+                            UpstreamConfig(folds=2, epochs=2))
     assert set(report["auc"]) == {"click", "long_view", "like", "profile_enter", "follow", "comment", "forward",
                                   "hate"}
     assert report["auc"]["click"] > 0.5  # out-of-fold, better than chance

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from harmonrank.errors import ConfigError
+from harmonrank.features import EncodedBatch
 from harmonrank.models.harmonrank import EnsembleConfig, HarmonRankNet
 from harmonrank.models.losses import BCELoss, PairwiseLogisticLoss, RankLoss, make_loss
 from harmonrank.models.one_step import OneStepConfig, OneStepNet
@@ -13,23 +15,23 @@ from reference import auc_pairs
 OBJ = ("click", "like", "buy")
 
 
-def _inputs(b: int = 64, seed: int = 0):  # type: ignore[no-untyped-def]
+def _inputs(b: int = 64, seed: int = 0) -> EncodedBatch:
     g = torch.Generator().manual_seed(seed)
     p = torch.rand(b, 3, generator=g) * 0.2
-    z = torch.randn(b, 3, generator=g)
     cat = torch.randint(0, 4, (b, 2), generator=g)
     num = torch.randn(b, 2, generator=g)
-    return p, z, cat, num
+    return EncodedBatch(p, cat, num)
 
 
 @pytest.mark.parametrize("use_user", [True, False])
 def test_harmonrank_shapes_and_attention(use_user: bool) -> None:
     net = HarmonRankNet(EnsembleConfig(objectives=OBJ, vocab_sizes=(4, 4), numeric_dim=2, use_user=use_user))
-    p, z, cat, num = _inputs()
-    s = net(p, z, cat, num)
+    batch = _inputs()
+    s = net(batch)
     assert s.shape == (64,) and torch.isfinite(s).all()
-    s2, attn = net(p, z, cat, num, return_attention=True)
+    s2, attn = net._run(batch, need_weights=True)
     torch.testing.assert_close(s, s2, rtol=1e-5, atol=1e-5)  # explicit-attention path == fused kernel path
+    torch.testing.assert_close(net.attention(batch), attn)
     assert attn.shape == (64, 3, 3)
     torch.testing.assert_close(attn.sum(-1), torch.ones(64, 3))
     s.sum().backward()
@@ -37,12 +39,13 @@ def test_harmonrank_shapes_and_attention(use_user: bool) -> None:
 
 
 def test_user_features_matter_only_with_personalisation() -> None:
-    p, z, cat, num = _inputs()
+    batch = _inputs()
+    other = EncodedBatch(batch.scores, (batch.categorical + 1) % 4, batch.numeric + 1.0)
     for use_user, changes in ((True, True), (False, False)):
         torch.manual_seed(0)
         net = HarmonRankNet(EnsembleConfig(objectives=OBJ, vocab_sizes=(4, 4), numeric_dim=2, use_user=use_user))
-        a = net(p, z, cat, num)
-        b = net(p, z, (cat + 1) % 4, num + 1.0)
+        a = net(batch)
+        b = net(other)
         assert (not torch.allclose(a, b)) == changes
 
 
@@ -53,9 +56,8 @@ def test_gate_starts_as_the_equal_weight_product() -> None:
 
 
 def test_one_step_shapes() -> None:
-    p, z, cat, num = _inputs()
     net = OneStepNet(OneStepConfig(objectives=OBJ, vocab_sizes=(4, 4), numeric_dim=2))
-    assert net(p, z, cat, num).shape == (64,)
+    assert net(_inputs()).shape == (64,)
 
 
 def test_losses_against_references() -> None:
@@ -80,5 +82,5 @@ def test_losses_against_references() -> None:
     perfect = y[:, 0] * 5.0
     assert PairwiseLogisticLoss([1.0])(perfect, y[:, :1], group) < PairwiseLogisticLoss([1.0])(s, y[:, :1], group)
     assert auc_pairs(perfect.numpy(), y[:, 0].numpy()) == 1.0
-    with pytest.raises(ValueError, match="loss must be"):
+    with pytest.raises(ConfigError, match="loss must be"):
         make_loss("hinge", w)

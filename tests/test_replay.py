@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from harmonrank.errors import DataError
-from harmonrank.replay import position_weights, replay
+from harmonrank.study.replay import position_weights, replay
 
 
 def test_replay_matches_a_loop() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from harmonrank.errors import ConfigError
 from harmonrank.metrics import auc
-from harmonrank.simulate import DEFAULT_RATES, OBJECTIVES, SimulatorConfig, simulate, simulate_table
+from harmonrank.study.simulate import DEFAULT_RATES, OBJECTIVES, SimulatorConfig, simulate, simulate_table
 
 
 def _np(t, col: str) -> np.ndarray:  # type: ignore[no-untyped-def]

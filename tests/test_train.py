@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from harmonrank.errors import HarmonRankError
-from harmonrank.estimator import NeuralRanker
+from harmonrank.rankers import NeuralRanker
 from harmonrank.train import TrainConfig, request_batches
 
 

@@ -1,33 +1,72 @@
-"""harmonrank: learned multi-objective ensemble ranking (HarmonRank) for recommender systems."""
+"""harmonrank: learned multi-objective ensemble ranking (HarmonRank) for recommender systems.
+
+Three layers, each usable alone: ops (:func:`soft_auc_loss`), networks (:class:`HarmonRankNet`, one batch
+in, one score per row out) and rankers (``make_ranker("harmonrank").fit(train, valid=valid)``).
+"""
 
 from __future__ import annotations
 
 from .config import DatasetConfig, Objective, load_config, simulator_config
 from .data import Table, iter_tables, read_table
-from .errors import ConfigError, DataError, HarmonRankError
+from .errors import ConfigError, DataError, HarmonRankError, MissingDependencyError, SoftRankError
+from .features import EncodedBatch, FeatureEncoder
 from .metrics import BootstrapResult, auc, auc_sum, gauc, objective_table, oracle_scores, paired_bootstrap
-from .models.formula import weighted_product
+from .models import EnsembleConfig, HarmonRankNet, OneStepConfig, OneStepNet, weighted_product
+from .rankers import (
+    FormulaRanker,
+    LambdaMARTRanker,
+    NeuralRanker,
+    Ranker,
+    RankerSpec,
+    load_ranker,
+    make_ranker,
+    ranker_names,
+    register_ranker,
+)
 from .ranking import soft_auc, soft_auc_loss, soft_rank
-from .simulate import SimulatorConfig, simulate, simulate_table
+from .scoring import score_file, score_table
+from .study.simulate import SimulatorConfig, simulate, simulate_table
+from .train import TrainConfig, Trainer
 
 __all__ = [
     "BootstrapResult",
     "ConfigError",
     "DataError",
     "DatasetConfig",
+    "EncodedBatch",
+    "EnsembleConfig",
+    "FeatureEncoder",
+    "FormulaRanker",
     "HarmonRankError",
+    "HarmonRankNet",
+    "LambdaMARTRanker",
+    "MissingDependencyError",
+    "NeuralRanker",
     "Objective",
+    "OneStepConfig",
+    "OneStepNet",
+    "Ranker",
+    "RankerSpec",
     "SimulatorConfig",
+    "SoftRankError",
     "Table",
+    "TrainConfig",
+    "Trainer",
     "auc",
     "auc_sum",
     "gauc",
     "iter_tables",
     "load_config",
+    "load_ranker",
+    "make_ranker",
     "objective_table",
     "oracle_scores",
     "paired_bootstrap",
+    "ranker_names",
     "read_table",
+    "register_ranker",
+    "score_file",
+    "score_table",
     "simulate",
     "simulate_table",
     "simulator_config",

@@ -102,7 +102,8 @@ class DatasetConfig:
         return tuple(o.name for o in self.objectives)
 
     @property
-    def weights(self) -> tuple[float, ...]:
+    def objective_weights(self) -> tuple[float, ...]:
+        """Each objective's weight in the AUC-sum (TOML key ``weight``), in objective order."""
         return tuple(float(o.weight) for o in self.objectives)
 
     def objective(self, name: str) -> Objective:
@@ -111,8 +112,8 @@ class DatasetConfig:
                 return o
         raise ConfigError(f"unknown objective {name!r}; the config names: {', '.join(self.names)}")
 
-    def with_weights(self, weights: dict[str, float]) -> DatasetConfig:
-        """Copy with some objectives' weights replaced (by name)."""
+    def with_objective_weights(self, weights: dict[str, float]) -> DatasetConfig:
+        """Copy with some objectives' AUC-sum weights replaced (by name)."""
         unknown = sorted(set(weights) - set(self.names))
         if unknown:
             raise ConfigError(f"unknown objective(s) {', '.join(unknown)}; known: {', '.join(self.names)}")

@@ -9,8 +9,6 @@ only the columns needed, and every batch is checked so an error counts the bad v
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,14 +23,12 @@ from .config import DatasetConfig
 from .errors import DataError
 
 __all__ = [
-    "AtomicTableWriter",
     "Table",
-    "atomic_path",
     "check_both_classes",
     "concat_tables",
     "iter_tables",
+    "read_column",
     "read_table",
-    "write_parquet",
 ]
 
 _MAX_SHOWN = 5
@@ -376,58 +372,22 @@ def check_both_classes(table: Table, source: str = "data") -> None:
         )
 
 
-def atomic_path(path: str | Path) -> tuple[Path, Path]:
-    """A temporary path in the same folder as ``path``: write there, then ``os.replace`` onto ``path``."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the renamed file should get the usual mode
-    return Path(tmp), final
+def read_column(path: str | Path, column: str, *, batch_rows: int = 262_144) -> np.ndarray:
+    """One numeric column of a Parquet/CSV file as float64, checked finite (e.g. an existing ranking score).
 
-
-class AtomicTableWriter:
-    """Stream Arrow tables into a Parquet or CSV file under a temporary name; renamed only on success.
-
-    >>> with AtomicTableWriter("out.parquet") as w:  # doctest: +SKIP
-    ...     for batch in batches:
-    ...         w.write(batch)
+    Raises :class:`DataError` if the file or the column does not exist, or the column has NaN/inf values.
     """
-
-    def __init__(self, path: str | Path, **parquet_options: Any) -> None:
-        self.tmp, self.final = atomic_path(path)
-        self.csv = self.final.suffix.lower() == ".csv"
-        self.options = parquet_options
-        self.rows = 0
-        self._writer: Any = None
-
-    def write(self, table: pa.Table, **write_options: Any) -> None:
-        if self._writer is None:
-            self._writer = (pacsv.CSVWriter(self.tmp, table.schema) if self.csv
-                            else pq.ParquetWriter(self.tmp, table.schema, **self.options))
-        self._writer.write_table(table, **write_options)
-        self.rows += table.num_rows
-
-    def __enter__(self) -> AtomicTableWriter:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-                if exc_type is None:
-                    os.replace(self.tmp, self.final)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-def write_parquet(table: pa.Table, path: str | Path) -> None:
-    """Write a pyarrow Table to Parquet atomically (temp file + rename)."""
-    tmp, final = atomic_path(path)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist")
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+        names = _schema_names(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"cannot read {str(path)!r} as {path.suffix[1:]}: {err}") from err
+    if column not in names:
+        raise DataError(f"score column {column!r} is not a column of {path}")
+    vals = np.concatenate([_to_float(b.column(0), column) for b in _batches(path, [column], batch_rows)])
+    bad = ~np.isfinite(vals)
+    if bad.any():
+        raise DataError(f"column {column!r} has {int(bad.sum())} NaN/inf values; a ranking must be finite")
+    return vals

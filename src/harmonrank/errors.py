@@ -6,7 +6,7 @@ the argument, column or field at fault, say what was expected and show what came
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "HarmonRankError"]
+__all__ = ["ConfigError", "DataError", "HarmonRankError", "MissingDependencyError", "SoftRankError"]
 
 
 class HarmonRankError(Exception):
@@ -19,3 +19,11 @@ class ConfigError(HarmonRankError):
 
 class DataError(HarmonRankError):
     """Input data breaks the data contract (missing columns, bad values, empty input ...)."""
+
+
+class SoftRankError(HarmonRankError, ValueError):
+    """Bad arguments to a soft-rank / soft-AUC operator (also a ValueError, as torch users expect)."""
+
+
+class MissingDependencyError(HarmonRankError):
+    """An optional dependency (an extra such as ``harmonrank[baselines]``) is not installed."""

@@ -1,7 +1,12 @@
-"""Model inputs from a Table: upstream scores as standardised logits, personalised features encoded.
+"""Model inputs from a Table: raw upstream scores plus encoded personalised features, as one batch type.
 
-Vocabularies and statistics are fitted on the training table only and saved as JSON with every model.
-Categorical values unseen at fit time map to id 0 ("unknown"); missing numeric values become 0 after
+:class:`EncodedBatch` is the only argument of every network's ``forward``. It carries the raw ``p_*``
+probabilities: each network standardises their logits itself (the statistics are buffers of the network,
+see :class:`harmonrank.models.common.LogitStandardizer`), so an exported network needs no preprocessing
+beyond the feature encoding done here.
+
+Vocabularies and numeric statistics are fitted on the training table only and saved as JSON with every
+model. Categorical values unseen at fit time map to id 0 ("unknown"); missing numeric values become 0 after
 standardisation plus a missing-indicator column, so a model never sees NaN.
 """
 
@@ -16,18 +21,35 @@ import torch
 from .data import Table
 from .errors import DataError
 
-__all__ = ["EncodedBatch", "FeatureEncoder"]
+__all__ = ["EncodedBatch", "FeatureEncoder", "logit", "logit_moments"]
 
-_EPS = 1e-6
+LOGIT_EPS = 1e-6  # probabilities are clipped to [eps, 1 - eps] before the logit
+
+
+def logit(p: np.ndarray, eps: float = LOGIT_EPS) -> np.ndarray:
+    """``log(p / (1 - p))`` in float64, with ``p`` clipped to ``[eps, 1 - eps]`` so 0 and 1 stay finite."""
+    q = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.asarray(np.log(q) - np.log1p(-q))
+
+
+def logit_moments(scores: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-objective mean and standard deviation (at least ``LOGIT_EPS``) of the logits of ``scores`` (n, M)."""
+    z = logit(scores)
+    return z.mean(0).tolist(), np.maximum(z.std(0), LOGIT_EPS).tolist()
 
 
 @dataclass
 class EncodedBatch:
-    """Tensors for a model: ``scores`` (n, M) raw probabilities, ``logits`` (n, M) standardised,
-    ``categorical`` (n, C) int64 ids (0 = unknown), ``numeric`` (n, D) float32."""
+    """The input of every network.
+
+    Attributes
+    ----------
+    scores : Tensor (n, M), raw probabilities ``p_*`` in [0, 1] (float64 from tables, float32 accepted).
+    categorical : Tensor (n, C), int64 category ids, 0 = unknown.
+    numeric : Tensor (n, D), float32: standardised values and missing flags.
+    """
 
     scores: torch.Tensor
-    logits: torch.Tensor
     categorical: torch.Tensor
     numeric: torch.Tensor
 
@@ -35,33 +57,28 @@ class EncodedBatch:
         return int(self.scores.shape[0])
 
     def index(self, idx: torch.Tensor | np.ndarray | slice) -> EncodedBatch:
-        return EncodedBatch(self.scores[idx], self.logits[idx], self.categorical[idx], self.numeric[idx])
+        """Rows ``idx`` as a new batch."""
+        return EncodedBatch(self.scores[idx], self.categorical[idx], self.numeric[idx])
+
+    def to(self, device: torch.device | str) -> EncodedBatch:
+        """The batch on ``device`` (no copy when it is already there)."""
+        return EncodedBatch(self.scores.to(device), self.categorical.to(device), self.numeric.to(device))
 
 
 @dataclass
 class FeatureEncoder:
-    """Fitted on train: logit mean/std per objective, categorical vocabularies, numeric mean/std."""
+    """Fitted on train: the objectives' order, categorical vocabularies, numeric mean/std."""
 
     objectives: tuple[str, ...] = ()
-    logit_mean: list[float] = field(default_factory=list)
-    logit_std: list[float] = field(default_factory=list)
     vocab: dict[str, list[str]] = field(default_factory=dict)
     numeric_mean: dict[str, float] = field(default_factory=dict)
     numeric_std: dict[str, float] = field(default_factory=dict)
 
-    @staticmethod
-    def logit(p: np.ndarray) -> np.ndarray:
-        q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-        return np.asarray(np.log(q) - np.log1p(-q))
-
     @classmethod
     def fit(cls, table: Table, max_vocab: int = 10_000) -> FeatureEncoder:
         """Learn statistics and vocabularies from ``table`` (the training split)."""
-        z = cls.logit(table.scores)
         enc = cls.fit_columns(table.features, table.config.categorical, table.config.numeric, max_vocab)
         enc.objectives = tuple(table.objectives)
-        enc.logit_mean = z.mean(0).tolist()
-        enc.logit_std = np.maximum(z.std(0), _EPS).tolist()
         return enc
 
     @classmethod
@@ -93,11 +110,9 @@ class FeatureEncoder:
     def transform(self, table: Table) -> EncodedBatch:
         if tuple(table.objectives) != self.objectives:
             raise DataError(f"model was fitted on objectives {self.objectives}; the data has {table.objectives}")
-        z = (self.logit(table.scores) - np.asarray(self.logit_mean)) / np.asarray(self.logit_std)
         cats, nums = self.encode_columns(table.features, len(table))
         return EncodedBatch(
-            scores=torch.from_numpy(table.scores.astype(np.float32)),
-            logits=torch.from_numpy(z.astype(np.float32)),
+            scores=torch.from_numpy(np.ascontiguousarray(table.scores, dtype=np.float64)),
             categorical=torch.from_numpy(cats),
             numeric=torch.from_numpy(nums),
         )
@@ -122,8 +137,6 @@ class FeatureEncoder:
     def to_dict(self) -> dict[str, Any]:
         return {
             "objectives": list(self.objectives),
-            "logit_mean": self.logit_mean,
-            "logit_std": self.logit_std,
             "vocab": self.vocab,
             "numeric_mean": self.numeric_mean,
             "numeric_std": self.numeric_std,
@@ -133,8 +146,6 @@ class FeatureEncoder:
     def from_dict(cls, d: dict[str, Any]) -> FeatureEncoder:
         return cls(
             objectives=tuple(d["objectives"]),
-            logit_mean=list(d["logit_mean"]),
-            logit_std=list(d["logit_std"]),
             vocab={k: list(v) for k, v in d["vocab"].items()},
             numeric_mean=dict(d["numeric_mean"]),
             numeric_std=dict(d["numeric_std"]),

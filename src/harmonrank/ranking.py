@@ -40,11 +40,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import HarmonRankError
+from .errors import SoftRankError
 
 __all__ = [
     "DEFAULT_TEMPERATURE",
+    "METHODS",
     "Method",
+    "SoftRankError",
     "soft_auc",
     "soft_auc_loss",
     "soft_rank",
@@ -59,10 +61,6 @@ METHODS: tuple[str, ...] = ("pl", "logistic", "projection", "softsort")
 DEFAULT_TEMPERATURE: dict[str, float] = {"pl": 0.1, "logistic": 0.01, "projection": 2.5, "softsort": 0.01}
 
 _CHUNK = 1 << 22  # elements per pairwise block in the logistic operator
-
-
-class SoftRankError(HarmonRankError, ValueError):
-    """Bad arguments to a soft-rank / soft-AUC operator."""
 
 
 def spread(scores: Tensor) -> Tensor:

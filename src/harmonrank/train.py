@@ -1,8 +1,11 @@
 """The training loop: mini-batches of whole requests, AdamW, early stopping on validation AUC-sum,
 a checkpoint every epoch (safetensors + JSON) and exact resume.
 
-The trainer knows a model only as ``net(scores, logits, categorical, numeric) -> (B,)`` and a loss only as
-``loss(score, labels, group) -> scalar``; it never looks at their classes.
+The trainer knows a model only as ``net(batch: EncodedBatch) -> output`` and a loss only as
+``loss(output, labels, group) -> scalar``; it never looks at their classes. Ensemble networks output (B,)
+scores judged by the validation AUC-sum; other models (the upstream multi-task net, (B, K) logits) pass
+their own validation ``metric``. Net, loss and batches live on one device (``TrainConfig.device``); outputs
+come back to numpy via ``.cpu()``.
 
 Reproducibility: the batch order of epoch ``e`` is drawn from ``numpy.random.default_rng([seed, e])`` and
 the network is initialised after ``torch.manual_seed(seed)``, so the same seed gives the same model on the
@@ -14,12 +17,11 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -27,14 +29,39 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import atomic_path
-from .errors import HarmonRankError
+from .errors import ConfigError, HarmonRankError
 from .features import EncodedBatch
+from .io import atomic_write, write_json
 from .metrics import auc_sum
+from .ranking import METHODS, Method
 
-__all__ = ["TrainConfig", "Trainer", "request_batches"]
+__all__ = ["CHECKPOINT_FORMAT", "Device", "TrainConfig", "Trainer", "predict_net", "request_batches",
+           "resolve_device"]
 
 log = logging.getLogger(__name__)
+
+#: version of checkpoint.json / checkpoint.safetensors; 2 = networks take one EncodedBatch and hold their
+#: logit standardisation as buffers (version 1, before, had no "format" key)
+CHECKPOINT_FORMAT = 2
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda if available, else mps if available, else cpu; other names are checked."""
+    if device not in get_args(Device):
+        raise ConfigError(f"device must be one of {', '.join(get_args(Device))}. Got {device!r} instead.")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device (use --device cpu or auto)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' asked for, but torch sees no MPS device (use --device cpu or auto)")
+    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -51,13 +78,28 @@ class TrainConfig:
     grad_clip: float = 5.0
     eval_batch: int = 65_536
     batch_by: Literal["request", "row"] = "request"
+    loss_method: Method = "pl"  # soft-AUC operator of the rank losses (harmonrank.ranking.METHODS)
+    temperature: float | None = None  # relative temperature of that operator; None: the method's default
+    device: Device = "auto"
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "patience", "eval_batch"):
             if getattr(self, name) < 1:
-                raise HarmonRankError(f"train: {name} must be >= 1. Got {getattr(self, name)!r} instead.")
+                raise ConfigError(f"train: {name} must be >= 1. Got {getattr(self, name)!r} instead.")
         if not self.lr > 0:
-            raise HarmonRankError(f"train: lr must be > 0. Got {self.lr!r} instead.")
+            raise ConfigError(f"train: lr must be > 0. Got {self.lr!r} instead.")
+        if self.batch_by not in ("request", "row"):
+            raise ConfigError(f"train: batch_by must be 'request' or 'row'. Got {self.batch_by!r} instead.")
+        if self.loss_method not in METHODS:
+            raise ConfigError(f"train: loss_method must be one of {', '.join(METHODS)}. "
+                              f"Got {self.loss_method!r} instead.")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ConfigError(f"train: temperature must be > 0. Got {self.temperature!r} instead.")
+        if self.device not in get_args(Device):
+            raise ConfigError(f"train: device must be one of {', '.join(get_args(Device))}. "
+                              f"Got {self.device!r} instead.")
+        if not self.grad_clip >= 0:
+            raise ConfigError(f"train: grad_clip must be >= 0 (0: off). Got {self.grad_clip!r} instead.")
 
 
 def request_batches(group: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -74,27 +116,37 @@ def request_batches(group: np.ndarray, batch_size: int, rng: np.random.Generator
     return [rows[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def predict_net(net: nn.Module, data: EncodedBatch, eval_batch: int = 65_536) -> np.ndarray:
-    """Scores of a network in eval mode, in chunks, as float64 numpy."""
+def predict_net(net: nn.Module, data: EncodedBatch, eval_batch: int = 65_536,
+                device: torch.device | str | None = None) -> np.ndarray:
+    """Outputs of a network in eval mode, in chunks on ``device`` (default: where the net is), as float64 numpy."""
     net.eval()
+    if device is None:
+        device = next(iter(net.parameters())).device
     out = []
     with torch.no_grad():
         for a in range(0, len(data), eval_batch):
-            b = data.index(slice(a, a + eval_batch))
-            out.append(net(b.scores, b.logits, b.categorical, b.numeric).double().numpy())
+            b = data.index(slice(a, a + eval_batch)).to(device)
+            out.append(net(b).cpu().double().numpy())
     return np.concatenate(out) if out else np.empty(0)
 
 
 class Trainer:
-    """Owns optimiser, loop, early stopping and checkpoints for one (net, loss) pair."""
+    """Owns optimiser, loop, early stopping and checkpoints for one (net, loss) pair.
 
-    def __init__(self, net: nn.Module, loss: nn.Module, config: TrainConfig, weights: tuple[float, ...],
-                 run_dir: str | Path | None = None, metadata: dict[str, Any] | None = None) -> None:
+    ``metric(outputs, labels) -> float`` (higher is better) judges an epoch on the validation set; default:
+    the AUC-sum of (n,) scores with ``objective_weights``.
+    """
+
+    def __init__(self, net: nn.Module, loss: nn.Module, config: TrainConfig, objective_weights: Sequence[float],
+                 run_dir: str | Path | None = None, metadata: dict[str, Any] | None = None,
+                 metric: Callable[[np.ndarray, np.ndarray], float] | None = None) -> None:
         self.metadata = metadata or {}  # saved in every checkpoint.json (net config, objectives, vocabularies)
-        self.net = net
-        self.loss = loss
+        self.device = resolve_device(config.device)
+        self.net = net.to(self.device)
+        self.loss = loss.to(self.device)
         self.config = config
-        self.weights = weights
+        self.objective_weights = tuple(objective_weights)
+        self.metric = metric or (lambda s, y: auc_sum(s, y, self.objective_weights))
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._params = [p for p in list(net.parameters()) + list(loss.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self._params, lr=config.lr, weight_decay=config.weight_decay)
@@ -119,13 +171,11 @@ class Trainer:
         if self.run_dir is None:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp, final = atomic_path(self.run_dir / "checkpoint.safetensors")
-        try:
-            save_file(self._state_tensors(), str(tmp), metadata={"epoch": str(self.epoch)})
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(self.run_dir / "checkpoint.safetensors") as tmp:
+            save_file({k: v.cpu() for k, v in self._state_tensors().items()}, str(tmp),
+                      metadata={"epoch": str(self.epoch)})
         meta = {
+            "format": CHECKPOINT_FORMAT,
             "epoch": self.epoch,
             "best_metric": self.best_metric if np.isfinite(self.best_metric) else None,
             "best_epoch": self.best_epoch,
@@ -135,12 +185,7 @@ class Trainer:
                              for g in self.optimizer.state_dict()["param_groups"]],
             "model": self.metadata,
         }
-        tmp, final = atomic_path(self.run_dir / "checkpoint.json")  # written last: marks the pair complete
-        try:
-            tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_json(meta, self.run_dir / "checkpoint.json", indent=1)  # written last: marks the pair complete
 
     def load_checkpoint(self) -> bool:
         """Restore the last checkpoint of ``run_dir``; False when there is none."""
@@ -150,16 +195,21 @@ class Trainer:
             meta = json.loads((self.run_dir / "checkpoint.json").read_text(encoding="utf-8"))
             with safe_open(str(self.run_dir / "checkpoint.safetensors"), framework="pt") as f:
                 saved_epoch = (f.metadata() or {}).get("epoch")
-            tensors = load_file(str(self.run_dir / "checkpoint.safetensors"))
+            tensors = load_file(str(self.run_dir / "checkpoint.safetensors"), device=str(self.device))
         except (OSError, ValueError, json.JSONDecodeError) as err:
             raise HarmonRankError(f"cannot resume from {self.run_dir}: {err}") from err
+        if meta.get("format", 1) != CHECKPOINT_FORMAT:
+            raise HarmonRankError(
+                f"cannot resume from {self.run_dir}: its checkpoint has format version {meta.get('format', 1)}, "
+                f"this harmonrank writes and resumes version {CHECKPOINT_FORMAT}; start a new run (a finished "
+                "model.json of the old version still loads with load_ranker)")
         if saved_epoch != str(meta.get("epoch")):
             raise HarmonRankError(
                 f"cannot resume from {self.run_dir}: checkpoint.safetensors is from epoch {saved_epoch} but "
                 f"checkpoint.json from epoch {meta.get('epoch')} (the run died between the two writes); "
                 "delete both to restart")
         saved_cfg = meta.get("train_config", {})
-        for key in ("seed", "batch_size", "batch_by"):
+        for key in ("seed", "batch_size", "batch_by", "loss_method", "temperature"):
             if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
                 raise HarmonRankError(
                     f"cannot resume from {self.run_dir}: it was trained with {key}={saved_cfg[key]!r}, "
@@ -207,9 +257,9 @@ class Trainer:
         cfg = self.config
         if resume:
             self.load_checkpoint()
-        labels_t = torch.from_numpy(np.asarray(train_labels, dtype=np.float32))
+        labels_t = torch.from_numpy(np.asarray(train_labels, dtype=np.float32)).to(self.device)
         _, gid = np.unique(train_group, return_inverse=True)
-        group_t = torch.from_numpy(gid)
+        group_t = torch.from_numpy(gid).to(self.device)
         while self.epoch < cfg.max_epochs and not self._stopped():
             rng = np.random.default_rng([cfg.seed, self.epoch])
             if cfg.batch_by == "request":
@@ -222,9 +272,9 @@ class Trainer:
             total, seen = 0.0, 0
             for idx_np in batches:
                 idx = torch.from_numpy(idx_np)
-                b = train.index(idx)
-                score = self.net(b.scores, b.logits, b.categorical, b.numeric)
-                loss = self.loss(score, labels_t[idx], group_t[idx])
+                b = train.index(idx).to(self.device)
+                idx = idx.to(self.device)
+                loss = self.loss(self.net(b), labels_t[idx], group_t[idx])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -237,7 +287,7 @@ class Trainer:
             record: dict[str, float] = {"epoch": self.epoch, "train_loss": total / max(seen, 1),
                                         "seconds": secs, "samples_per_s": seen / max(secs, 1e-9)}
             if valid is not None and valid_labels is not None:
-                metric = auc_sum(predict_net(self.net, valid, cfg.eval_batch), valid_labels, self.weights)
+                metric = self.metric(predict_net(self.net, valid, cfg.eval_batch, self.device), valid_labels)
                 record["valid_auc_sum"] = metric
                 if metric > self.best_metric + 1e-6:
                     self.best_metric, self.best_epoch = metric, self.epoch

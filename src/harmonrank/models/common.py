@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["UserEncoder", "log_scores"]
+from ..features import LOGIT_EPS
+
+__all__ = ["LogitStandardizer", "UserEncoder", "log_scores"]
+
+
+class LogitStandardizer(nn.Module):
+    """(B, M) raw probabilities -> (B, M) float32 standardised logits ``(logit(p) - mean) / std``.
+
+    ``mean`` and ``std`` are persistent float64 buffers, fitted on the training scores
+    (:func:`harmonrank.features.logit_moments`) and saved with the network's parameters, so the network maps
+    raw ``p_*`` to a score by itself. The arithmetic is done in float64 and rounded once to float32.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, n_objectives: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_objectives, dtype=torch.float64))
+        self.register_buffer("std", torch.ones(n_objectives, dtype=torch.float64))
+
+    def set_moments(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Install fitted statistics (one per objective)."""
+        with torch.no_grad():
+            self.mean.copy_(torch.as_tensor(list(mean), dtype=torch.float64))
+            self.std.copy_(torch.as_tensor(list(std), dtype=torch.float64))
+
+    def forward(self, scores: Tensor) -> Tensor:  # (B, M) -> (B, M)
+        q = scores.to(torch.float64).clamp(LOGIT_EPS, 1 - LOGIT_EPS)
+        return ((torch.log(q) - torch.log1p(-q) - self.mean) / self.std).to(torch.float32)
 
 
 def log_scores(scores: Tensor) -> Tensor:
-    """log of the probabilities, clipped away from 0 (the weighted product's scale)."""
-    return torch.log(scores.clamp(1e-6, 1.0))
+    """float32 log of the probabilities, clipped away from 0 (the weighted product's scale)."""
+    return torch.log(scores.to(torch.float32).clamp(1e-6, 1.0))
 
 
 class UserEncoder(nn.Module):

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import UserEncoder, log_scores
+from ..errors import ConfigError
+from ..features import EncodedBatch
+from .common import LogitStandardizer, UserEncoder, log_scores
 
 __all__ = ["EnsembleConfig", "HarmonRankNet"]
 
@@ -48,8 +50,10 @@ class EnsembleConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
         object.__setattr__(self, "vocab_sizes", tuple(self.vocab_sizes))
+        if self.n_layers < 1 or self.n_heads < 1:
+            raise ConfigError(f"n_layers and n_heads must be >= 1. Got {self.n_layers} and {self.n_heads} instead.")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -120,13 +124,14 @@ class _AlignBlock(nn.Module):
 
 
 class HarmonRankNet(nn.Module):
-    """Two-step relation-aware ensemble: (B, M) scores + user features -> (B,) ensemble score.
+    """Two-step relation-aware ensemble: an :class:`EncodedBatch` (raw (B, M) scores + user features) ->
+    (B,) ensemble score. :meth:`attention` gives the step-1 attention map.
 
     Examples
     --------
     >>> net = HarmonRankNet(EnsembleConfig(objectives=("buy", "follow")))
-    >>> p = torch.rand(4, 2)
-    >>> net(p, torch.randn(4, 2), torch.zeros(4, 0, dtype=torch.long), torch.zeros(4, 0)).shape
+    >>> batch = EncodedBatch(torch.rand(4, 2), torch.zeros(4, 0, dtype=torch.long), torch.zeros(4, 0))
+    >>> net(batch).shape
     torch.Size([4])
     """
 
@@ -137,6 +142,7 @@ class HarmonRankNet(nn.Module):
         self.config = config
         m, d, k = len(config.objectives), config.d_model, config.n_knots
         self.register_buffer("knots", torch.linspace(-2.5, 2.5, k), persistent=False)
+        self.standardize = LogitStandardizer(m)  # raw p -> standardised logits; statistics saved as buffers
         # one GEMM for all objectives: basis (B, M*(k+1)) @ block-diagonal (M*(k+1), M*d)
         self.token_weight = nn.Parameter(torch.randn(m, k + 1, d) * (0.5 / (k + 1) ** 0.5))
         self.objective = nn.Parameter(torch.randn(m, d) * 0.1)
@@ -168,20 +174,28 @@ class HarmonRankNet(nn.Module):
             return out
         return self.user_const.expand(batch, -1)
 
-    def forward(
-        self, scores: Tensor, logits: Tensor, categorical: Tensor, numeric: Tensor, return_attention: bool = False
-    ) -> Any:
-        """scores (B, M) probabilities, logits (B, M) standardised logits, categorical (B, C), numeric (B, D)."""
+    def forward(self, batch: EncodedBatch) -> Tensor:
+        """(B,) ensemble scores of ``batch`` (raw (B, M) probabilities, (B, C) categorical, (B, D) numeric)."""
+        score, _ = self._run(batch, need_weights=False)
+        return score
+
+    def attention(self, batch: EncodedBatch) -> Tensor:
+        """Step-1 objective-to-objective attention of the last block, averaged over heads: (B, M, M)."""
+        _, attn = self._run(batch, need_weights=True)
+        if attn is None:  # unreachable: the config requires n_layers >= 1
+            raise ConfigError("attention needs n_layers >= 1")
+        return attn
+
+    def _run(self, batch: EncodedBatch, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        logits = self.standardize(batch.scores)  # (B, M) standardised logits
         b = logits.shape[0]
         tokens = self.tokens(logits)  # (B, M, d)
         attn = None
         for blk in self.blocks:  # step 1: align each objective with the others, (B, M, d)
-            tokens, attn = blk(tokens, return_attention)
-        u = self.user_vector(categorical, numeric, b)  # (B, d)
+            tokens, attn = blk(tokens, need_weights)
+        u = self.user_vector(batch.categorical, batch.numeric, b)  # (B, d)
         fused, _ = self.cross(u, tokens)  # step 2: the user queries the aligned tokens, (B, d)
         score = self.head(torch.cat([tokens.reshape(b, -1), fused, u], dim=1))[:, 0]
-        if self.config.gate_branch:  # relation-agnostic: personalised weighted product of the scores
-            score = score + (F.softplus(self.gate(u)) * log_scores(scores)).sum(1)
-        if return_attention:
-            return score, attn
-        return score
+        if self.config.gate_branch:  # relation-agnostic: personalised weighted product, gate weights >= 0
+            score = score + (F.softplus(self.gate(u)) * log_scores(batch.scores)).sum(1)
+        return score, attn

@@ -7,49 +7,56 @@ parameters (the BCE heads) train with the model, and the trainer never branches 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ranking import soft_auc_loss
+from ..errors import ConfigError
+from ..ranking import METHODS, Method, soft_auc_loss
 
-__all__ = ["BCELoss", "LossName", "PairwiseLogisticLoss", "RankLoss", "make_loss"]
+__all__ = ["LOSSES", "BCELoss", "LossName", "MultiLabelBCELoss", "PairwiseLogisticLoss", "RankLoss", "make_loss"]
 
 LossName = Literal["rank", "rank_group", "bce", "pairwise"]
 
 
 class RankLoss(nn.Module):
-    """HarmonRank's loss: ``- sum_m w_m softAUC_m`` (``group_wise``: soft AUC inside each request)."""
+    """HarmonRank's loss: ``- sum_m w_m softAUC_m / sum_m w_m`` with ``w`` the objective weights
+    (``group_wise``: soft AUC inside each request). ``method`` and ``temperature`` choose the soft-AUC operator
+    (:func:`harmonrank.ranking.soft_auc`)."""
 
     weights: Tensor
 
-    def __init__(self, weights: Sequence[float], method: str = "pl", temperature: float | None = None,
+    def __init__(self, objective_weights: Sequence[float], method: Method = "pl", temperature: float | None = None,
                  group_wise: bool = False) -> None:
         super().__init__()
-        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
+        if method not in METHODS:
+            raise ConfigError(f"loss method must be one of {', '.join(METHODS)}. Got {method!r} instead.")
+        if temperature is not None and not temperature > 0:
+            raise ConfigError(f"temperature must be > 0. Got {temperature!r} instead.")
+        self.register_buffer("weights", torch.tensor(list(objective_weights), dtype=torch.float32))
         self.method = method
         self.temperature = temperature
         self.group_wise = group_wise
 
     def forward(self, score: Tensor, labels: Tensor, group: Tensor) -> Tensor:
         w = self.weights
-        return soft_auc_loss(score, labels, w, method=self.method,  # type: ignore[arg-type]
+        return soft_auc_loss(score, labels, w, method=self.method,
                              temperature=self.temperature, group=group if self.group_wise else None) / w.sum()
 
 
 class BCELoss(nn.Module):
     """Sum over objectives of BCE on ``a_m * score + b_m`` (a_m > 0 learned): one score, K classification
-    losses, the one-step ensemble's usual supervision."""
+    losses, the one-step ensemble's usual supervision. ``objective_weights`` weight the K losses."""
 
     weights: Tensor
 
-    def __init__(self, weights: Sequence[float]) -> None:
+    def __init__(self, objective_weights: Sequence[float]) -> None:
         super().__init__()
-        m = len(weights)
-        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
+        m = len(objective_weights)
+        self.register_buffer("weights", torch.tensor(list(objective_weights), dtype=torch.float32))
         self.scale = nn.Parameter(torch.zeros(m))
         self.bias = nn.Parameter(torch.full((m,), -3.0))
 
@@ -68,9 +75,9 @@ class PairwiseLogisticLoss(nn.Module):
 
     weights: Tensor
 
-    def __init__(self, weights: Sequence[float], chunk: int = 1 << 22) -> None:
+    def __init__(self, objective_weights: Sequence[float], chunk: int = 1 << 22) -> None:
         super().__init__()
-        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
+        self.register_buffer("weights", torch.tensor(list(objective_weights), dtype=torch.float32))
         self.chunk = chunk
 
     def forward(self, score: Tensor, labels: Tensor, group: Tensor) -> Tensor:
@@ -89,14 +96,28 @@ class PairwiseLogisticLoss(nn.Module):
         return total / w.sum()
 
 
-def make_loss(name: str, weights: Sequence[float], *, method: str = "pl",
+class MultiLabelBCELoss(nn.Module):
+    """Mean BCE of K logits against K labels: ``loss(logits (B, K), labels (B, K), group) -> scalar``.
+
+    The upstream multi-task model's loss (one logit per objective), not an ensemble loss.
+    """
+
+    def forward(self, logits: Tensor, labels: Tensor, group: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+#: loss name -> factory(objective_weights, method, temperature); add a new ensemble loss here
+LOSSES: dict[str, Callable[[Sequence[float], Method, float | None], nn.Module]] = {
+    "rank": lambda w, method, temperature: RankLoss(w, method, temperature),
+    "rank_group": lambda w, method, temperature: RankLoss(w, method, temperature, group_wise=True),
+    "bce": lambda w, method, temperature: BCELoss(w),
+    "pairwise": lambda w, method, temperature: PairwiseLogisticLoss(w),
+}
+
+
+def make_loss(name: str, objective_weights: Sequence[float], *, method: Method = "pl",
               temperature: float | None = None) -> nn.Module:
-    if name == "rank":
-        return RankLoss(weights, method, temperature)
-    if name == "rank_group":
-        return RankLoss(weights, method, temperature, group_wise=True)
-    if name == "bce":
-        return BCELoss(weights)
-    if name == "pairwise":
-        return PairwiseLogisticLoss(weights)
-    raise ValueError(f"loss must be rank, rank_group, bce or pairwise. Got {name!r} instead.")
+    """The loss ``name`` (see :data:`LOSSES`) over objectives weighted by ``objective_weights``."""
+    if name not in LOSSES:
+        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}. Got {name!r} instead.")
+    return LOSSES[name](objective_weights, method, temperature)

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .common import UserEncoder
+from ..features import EncodedBatch
+from .common import LogitStandardizer, UserEncoder
 
 __all__ = ["OneStepConfig", "OneStepNet"]
 
@@ -39,12 +40,12 @@ class OneStepConfig:
 
 
 class OneStepNet(nn.Module):
-    """MLP([logits, user]) -> (B,) ensemble score.
+    """MLP([standardised logits, user]) -> (B,) ensemble score.
 
     Examples
     --------
     >>> net = OneStepNet(OneStepConfig(objectives=("buy", "follow")))
-    >>> net(torch.rand(4, 2), torch.randn(4, 2), torch.zeros(4, 0, dtype=torch.long), torch.zeros(4, 0)).shape
+    >>> net(EncodedBatch(torch.rand(4, 2), torch.zeros(4, 0, dtype=torch.long), torch.zeros(4, 0))).shape
     torch.Size([4])
     """
 
@@ -52,6 +53,7 @@ class OneStepNet(nn.Module):
         super().__init__()
         self.config = config
         m = len(config.objectives)
+        self.standardize = LogitStandardizer(m)
         self.user = UserEncoder(config.vocab_sizes, config.numeric_dim, config.cat_dim, config.user_dim) \
             if config.use_user else None
         layers: list[nn.Module] = []
@@ -62,9 +64,9 @@ class OneStepNet(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(
-        self, scores: Tensor, logits: Tensor, categorical: Tensor, numeric: Tensor, return_attention: bool = False
-    ) -> Any:
-        x = logits if self.user is None else torch.cat([logits, self.user(categorical, numeric)], dim=1)
-        score = self.mlp(x)[:, 0]
-        return (score, None) if return_attention else score
+    def forward(self, batch: EncodedBatch) -> Tensor:
+        """(B,) ensemble scores of ``batch``."""
+        logits = self.standardize(batch.scores)  # (B, M)
+        x = logits if self.user is None else torch.cat([logits, self.user(batch.categorical, batch.numeric)], dim=1)
+        score: Tensor = self.mlp(x)[:, 0]
+        return score

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .data import AtomicTableWriter
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..features import logit
+from ..io import AtomicTableWriter
 
 __all__ = ["OBJECTIVES", "SimulatorConfig", "simulate", "simulate_table"]
 
@@ -155,11 +156,6 @@ class SimulatorConfig:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.asarray(np.log(q) - np.log1p(-q))
 
 
 def _ndtr(x: np.ndarray) -> np.ndarray:
@@ -329,7 +325,7 @@ def _upstream(
             bias += h * 0.3 * low_act
         sigma = np.maximum(sigma, 0)
         err = math.sqrt(cfg.shared_noise) * shared_err + math.sqrt(1 - cfg.shared_noise) * rng.normal(0, 1, n)
-        z = slope * (_logit(true[name]) + sigma * err) + bias - 0.3 * slope  # overall mild miscalibration
+        z = slope * (logit(true[name], eps=1e-7) + sigma * err) + bias - 0.3 * slope  # overall mild miscalibration
         out[name] = _sigmoid(z)
     return out
 

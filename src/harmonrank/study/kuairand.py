@@ -31,9 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .config import DatasetConfig, Objective
-from .data import write_parquet
-from .errors import DataError
+from ..config import DatasetConfig, Objective
+from ..errors import DataError
+from ..io import write_parquet, write_text
 
 __all__ = ["LABELS", "MAIN_OBJECTIVES", "dataset_config", "feature_columns", "load_kuairand", "request_ids",
            "write_config", "write_kuairand"]
@@ -204,9 +204,7 @@ def write_config(cfg: DatasetConfig, path: Path) -> None:
         lines += ["[[objectives]]", f'name = "{o.name}"', ""]
     lines += ["[features]", "categorical = [" + ", ".join(f'"{c}"' for c in cfg.categorical) + "]",
               "numeric = [" + ", ".join(f'"{c}"' for c in cfg.numeric) + "]", ""]
-    from .report import _write_text
-
-    _write_text(path, "\n".join(lines))
+    write_text(path, "\n".join(lines))
 
 
 def write_kuairand(src: str | Path, out: str | Path, *, log_kind: str = "random",

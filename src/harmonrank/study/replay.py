@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["position_weights", "replay"]
 

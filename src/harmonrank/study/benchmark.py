@@ -19,19 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from .config import load_config, read_toml, simulator_config
-from .data import Table, read_table
-from .errors import ConfigError, DataError
-from .metrics import auc, gauc, oracle_scores, paired_bootstrap
+from ..config import load_config, read_toml, simulator_config
+from ..data import Table, read_table
+from ..errors import ConfigError, DataError
+from ..features import logit
+from ..metrics import auc, gauc, oracle_scores, paired_bootstrap
+from ..rankers import RANKERS, NeuralRanker, default_rankers, make_ranker, tree_matrix, tree_vocab
+from ..ranking import Method
+from ..train import Device, TrainConfig
 from .simulate import SimulatorConfig, simulate
 
 __all__ = ["BenchmarkConfig", "load_benchmark_config", "observable_oracle", "run_benchmark"]
 
 log = logging.getLogger(__name__)
-
-
-DEFAULT_RANKERS = ("formula", "lambdamart", "pairwise", "one_step_bce", "one_step_rank", "harmonrank_bce",
-                   "harmonrank_no_user", "harmonrank_group", "harmonrank")
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,11 @@ class BenchmarkConfig:
     lr_grid: tuple[float, ...] = (1e-3, 3e-3)  # each neural ranker picks its lr on valid (first seed)
     patience: int = 3
     weight_decay: float = 1e-4
-    # comparison
-    rankers: tuple[str, ...] = DEFAULT_RANKERS
+    loss_method: Method = "pl"  # soft-AUC operator of the rank losses
+    temperature: float | None = None  # its relative temperature (None: the operator's default)
+    device: Device = "auto"
+    # comparison (default: every registered ranker marked for the benchmark)
+    rankers: tuple[str, ...] = field(default_factory=default_rankers)
     seeds: tuple[int, ...] = (0, 1, 2)
     baseline: str = "one_step_bce"
     n_boot: int = 200
@@ -67,8 +70,6 @@ class BenchmarkConfig:
     observable_oracle: bool = True
 
     def __post_init__(self) -> None:
-        from .estimator import RANKERS
-
         unknown = [r for r in self.rankers if r not in RANKERS]
         if unknown:
             raise ConfigError(f"benchmark: unknown ranker(s) {', '.join(unknown)}; known: {', '.join(RANKERS)}")
@@ -76,6 +77,14 @@ class BenchmarkConfig:
             raise ConfigError("benchmark: seeds must name at least one seed")
         if self.path is None and self.rows < 1000:
             raise ConfigError(f"benchmark: rows must be >= 1000 to simulate. Got {self.rows} instead.")
+        self.train_config()  # checks loss_method, temperature, device, epochs ... at construction
+
+    def train_config(self, **changes: Any) -> TrainConfig:
+        """The TrainConfig every neural ranker of this benchmark starts from (``changes``: seed, lr ...)."""
+        base = TrainConfig(max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
+                           patience=self.patience, weight_decay=self.weight_decay, loss_method=self.loss_method,
+                           temperature=self.temperature, device=self.device)
+        return replace(base, **changes)
 
 
 def load_benchmark_config(config_path: str | Path | None, /, **overrides: Any) -> BenchmarkConfig:
@@ -124,37 +133,29 @@ def observable_oracle(train: Table, test: Table) -> np.ndarray:
     """
     import lightgbm as lgb
 
-    from .features import FeatureEncoder
-
-    assert train.truth is not None and test.truth is not None and test.labels is not None
-
-    def matrix(t: Table) -> np.ndarray:  # the inputs every ranker sees
-        cols = [FeatureEncoder.logit(t.scores)]
-        for c in t.config.categorical:
-            vocab = {v: i for i, v in enumerate(sorted(set(train.features[c].astype(str))))}
-            cols.append(np.array([vocab.get(v, -1) for v in t.features[c].astype(str)], float)[:, None])
-        cols += [t.features[c].astype(float)[:, None] for c in t.config.numeric]
-        return np.hstack(cols)
-
-    xtr, xte = matrix(train), matrix(test)
+    if train.truth is None or test.truth is None or test.labels is None:
+        raise DataError("the observable oracle needs true_* columns (simulated data) and test labels")
+    vocab = tree_vocab(train)
+    xtr, xte = tree_matrix(train, vocab), tree_matrix(test, vocab)  # the inputs every ranker sees
     preds = []
     for m in range(train.truth.shape[1]):
         reg = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.08, num_leaves=63, verbose=-1, n_jobs=2,
                                 random_state=0)
-        reg.fit(xtr, FeatureEncoder.logit(train.truth[:, m]))
+        reg.fit(xtr, logit(train.truth[:, m]))
         preds.append(1.0 / (1.0 + np.exp(-np.asarray(reg.predict(xte), dtype=np.float64))))
-    return oracle_scores(np.stack(preds, 1), test.labels, test.config.weights)
+    return oracle_scores(np.stack(preds, 1), test.labels, test.config.objective_weights)
 
 
 def _metrics(table: Table, score: np.ndarray) -> dict[str, float]:
-    assert table.labels is not None
+    if table.labels is None:
+        raise DataError("benchmark metrics need labels")
     row: dict[str, float] = {}
     total = gtotal = 0.0
     for m, obj in enumerate(table.objectives):
         a = auc(score, table.labels[:, m])
         g = gauc(score, table.labels[:, m], table.user)
         row[f"auc_{obj}"], row[f"gauc_{obj}"] = a, g
-        w = table.config.weights[m]
+        w = table.config.objective_weights[m]
         total += w * (0.0 if np.isnan(a) else a)
         gtotal += w * (0.0 if np.isnan(g) else g)
     row["auc_sum"], row["gauc_sum"] = total, gtotal
@@ -168,9 +169,7 @@ def run_benchmark(
     on_event: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the whole comparison and write ``out_dir`` (results.json, report.md, PNG plots)."""
-    from .estimator import NeuralRanker, make_ranker
     from .report import write_benchmark_report
-    from .train import TrainConfig
 
     say = on_event or (lambda msg: log.info(msg))
     out = Path(out_dir)
@@ -182,9 +181,8 @@ def run_benchmark(
     if test.labels is None:
         raise DataError("benchmark data needs labels")
     say(f"data: {len(table):,} rows -> train {len(train):,} / valid {len(valid):,} / test {len(test):,}")
-    weights = test.config.weights
-    base_train = TrainConfig(max_epochs=cfg.max_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                             patience=cfg.patience, weight_decay=cfg.weight_decay)
+    weights = test.config.objective_weights
+    base_train = cfg.train_config()
     scores: dict[str, dict[int, np.ndarray]] = {}
     per_seed: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
@@ -279,7 +277,7 @@ def run_benchmark(
     sweep = []
     if "harmonrank" in cfg.rankers and cfg.sweep_weights and cfg.sweep_objective in test.objectives:
         for wgt in cfg.sweep_weights:
-            tcfg = test.config.with_weights({cfg.sweep_objective: wgt})
+            tcfg = test.config.with_objective_weights({cfg.sweep_objective: wgt})
             tr_w, va_w = replace(train, config=tcfg), replace(valid, config=tcfg)
             lr = chosen_lr.get("harmonrank", cfg.lr)
             ranker = make_ranker("harmonrank", replace(base_train, seed=seed0, lr=lr)).fit(tr_w, valid=va_w)

@@ -1,136 +1,26 @@
-"""Dataset summaries and table rendering (Markdown and terminal)."""
+"""The benchmark report: Markdown tables, the verdict, and the plots (trade-off, attention, curves)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from .config import DatasetConfig
-from .data import Table, concat_tables, iter_tables
-from .metrics import auc
+from ..io import atomic_write, write_json, write_text
+from ..summary import markdown_table
 
-__all__ = ["dataset_summary", "markdown_table", "summarize_file"]
-
-
-def dataset_summary(table: Table) -> dict[str, Any]:
-    """Label rates, label correlation, and per-objective AUC of ``p_*`` and of ``true_*`` (oracle)."""
-    if table.labels is None:
-        raise ValueError("dataset_summary needs labels")
-    y = table.labels.astype(np.float64)
-    names = list(table.objectives)
-    rows = []
-    for m, name in enumerate(names):
-        row: dict[str, Any] = {
-            "objective": name,
-            "positives": int(y[:, m].sum()),
-            "rate": float(y[:, m].mean()),
-            "mean_p": float(table.scores[:, m].mean()),
-            "auc_p": auc(table.scores[:, m], y[:, m]),
-        }
-        if table.truth is not None:
-            row["auc_true"] = auc(table.truth[:, m], y[:, m])
-        rows.append(row)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.corrcoef(y.T) if y.shape[1] > 1 else np.ones((1, 1))
-    return {
-        "rows": len(table),
-        "requests": int(np.unique(table.request).size),
-        "users": int(np.unique(table.user).size),
-        "objectives": rows,
-        "label_correlation": {"objectives": names, "matrix": np.round(corr, 4).tolist()},
-    }
-
-
-def summarize_file(path: str | Path, config: DatasetConfig, max_rows: int = 1_000_000) -> dict[str, Any]:
-    """Summary of a data file computed on its first ``max_rows`` rows (whole row groups).
-
-    Reading stops after ``max_rows`` so a 10 M-row file is summarised with bounded memory.
-    """
-    parts: list[Table] = []
-    n = 0
-    for part in iter_tables(path, config):
-        parts.append(part)
-        n += len(part)
-        if n >= max_rows:
-            break
-    summary = dataset_summary(concat_tables(parts))
-    total = pq.ParquetFile(path).metadata.num_rows if str(path).endswith((".parquet", ".pq")) else n
-    summary["file_rows"] = int(total)
-    summary["summarised_rows"] = n
-    return summary
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if np.isnan(v):
-            return "n/a"
-        return f"{v:.4f}" if abs(v) < 100 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Render dict rows as a GitHub Markdown table (floats with 4 decimals)."""
-    if not rows:
-        return ""
-    cols = list(columns or rows[0].keys())
-    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if c == cols[0] else "---:" for c in cols) + "|"]
-    out += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """The dataset summary as Markdown: counts, per-objective table, label correlation matrix."""
-    lines = [
-        f"rows: {summary.get('file_rows', summary['rows']):,} (summary over {summary['rows']:,}), "
-        f"requests: {summary['requests']:,}, users: {summary['users']:,}",
-        "",
-        markdown_table(summary["objectives"]),
-        "",
-        "Label correlation (Pearson):",
-        "",
-    ]
-    names = summary["label_correlation"]["objectives"]
-    mat = summary["label_correlation"]["matrix"]
-    lines.append(markdown_table([{"": n, **{c: float(v) for c, v in zip(names, row, strict=True)}}
-                                 for n, row in zip(names, mat, strict=True)]))
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------- benchmark
-
-
-def _write_text(path: Path, text: str) -> None:
-    import os
-
-    from .data import atomic_path
-
-    tmp, final = atomic_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+__all__ = ["benchmark_markdown", "plot_attention", "plot_curves", "plot_trade_off", "verdict",
+           "write_benchmark_report"]
 
 
 def _save_fig(fig: Any, path: Path) -> None:
-    import os
-
     import matplotlib.pyplot as plt
 
-    from .data import atomic_path
-
-    tmp, final = atomic_path(path)
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, final)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
 
 
@@ -214,7 +104,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
     _save_fig(fig, path)
 
 
-def _verdict(results: dict[str, Any]) -> list[str]:
+def verdict(results: dict[str, Any]) -> list[str]:
     """Plain statements computed from the numbers: what wins, what does not."""
     out: list[str] = []
     summ = {r["ranker"]: r for r in results["summary"]}
@@ -230,9 +120,9 @@ def _verdict(results: dict[str, Any]) -> list[str]:
         out.append(f"- HarmonRank has the highest mean test AUC-sum of all {len(summ)} rankers ({hr:.4f}).")
     b = results["bootstrap_vs_baseline"].get("harmonrank")
     if b:
-        verdict = "excludes zero" if b["excludes_zero"] else "does **not** exclude zero"
+        ci_says = "excludes zero" if b["excludes_zero"] else "does **not** exclude zero"
         out.append(f"- vs {base}: AUC-sum difference {b['difference']:+.4f}, 95% CI "
-                   f"[{b['low']:+.4f}, {b['high']:+.4f}] ({verdict}; first seed, {b['n_boot']} request resamples).")
+                   f"[{b['low']:+.4f}, {b['high']:+.4f}] ({ci_says}; first seed, {b['n_boot']} request resamples).")
     ora = results["oracle"]
     if ora and "formula" in summ:
         f = summ["formula"]["auc_sum"]
@@ -286,7 +176,7 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
         "",
         "## Verdict",
         "",
-        *_verdict(results),
+        *verdict(results),
         "",
         "## Test AUC per objective (mean over seeds) and AUC-sum (mean ± std)",
         "",
@@ -321,13 +211,13 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
         vrows = []
         for name, b in versus.items():
             if b["low"] > 0:
-                verdict = "HarmonRank better"
+                said = "HarmonRank better"
             elif b["high"] < 0:
-                verdict = "HarmonRank worse"
+                said = "HarmonRank worse"
             else:
-                verdict = "no significant difference"
+                said = "no significant difference"
             vrows.append({"vs": name, "Δ AUC-sum": b["difference"], "95% CI low": b["low"],
-                          "95% CI high": b["high"], "p": b["p_value"], "verdict": verdict})
+                          "95% CI high": b["high"], "p": b["p_value"], "verdict": said})
         lines.append(markdown_table(vrows))
     lines += ["", "## Test GAUC per objective (by user, mean over seeds)", ""]
     lines.append(markdown_table([{"ranker": r["ranker"], **{o: r[f"gauc_{o}"] for o in objs},
@@ -353,10 +243,8 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
 
 def write_benchmark_report(results: dict[str, Any], out: Path) -> None:
     """results.json, report.md and the PNG plots, each written atomically."""
-    import json
-
-    _write_text(out / "results.json", json.dumps(results, indent=1, default=float) + "\n")
+    write_json(results, out / "results.json", indent=1)
     plot_trade_off(results, out / "trade_off.png")
     plot_attention(results, out / "attention.png")
     plot_curves(results, out / "curves.png")
-    _write_text(out / "report.md", benchmark_markdown(results))
+    write_text(out / "report.md", benchmark_markdown(results))

@@ -9,7 +9,8 @@ Predictions are **cross-fitted**: rows are split into ``folds`` by time (default
 user and video ids are then learnable from the user's other blocks) or by user (every user's rows in one
 fold: no id can be learned for a test user); each fold is scored by a model trained on the other folds, so
 every impression the ensemble later sees has scores from a model that never saw its labels. Each fold's
-model early-stops on the last 10% (by time) of its training rows.
+model trains through the shared :class:`~harmonrank.train.Trainer` (random row batches, AdamW) and
+early-stops on the validation BCE of the last 10% (by time) of its training rows.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError, DataError
-from .features import FeatureEncoder
-from .metrics import auc
+from ..errors import ConfigError, DataError
+from ..features import EncodedBatch, FeatureEncoder
+from ..io import write_parquet
+from ..metrics import auc
+from ..models.losses import MultiLabelBCELoss
+from ..train import TrainConfig, Trainer, predict_net
 
-__all__ = ["MMoE", "UpstreamConfig", "cross_fit", "score_file"]
+__all__ = ["MMoE", "UpstreamConfig", "cross_fit", "cross_fit_file"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ class UpstreamConfig:
 
 
 class MMoE(nn.Module):
-    """(B, C) categorical ids + (B, D) numerics -> (B, K) logits."""
+    """An :class:`EncodedBatch`'s (B, C) categorical ids + (B, D) numerics -> (B, K) logits (scores unused)."""
 
     def __init__(self, vocab_sizes: tuple[int, ...], numeric_dim: int, tasks: int, cfg: UpstreamConfig) -> None:
         super().__init__()
@@ -72,8 +76,9 @@ class MMoE(nn.Module):
             for _ in range(tasks))
         self.tasks, self.n_experts = tasks, cfg.experts
 
-    def forward(self, categorical: Tensor, numeric: Tensor) -> Tensor:
-        x = torch.cat([e(categorical[:, k]) for k, e in enumerate(self.embeddings)] + [numeric], dim=1)
+    def forward(self, batch: EncodedBatch) -> Tensor:
+        cat, num = batch.categorical, batch.numeric
+        x = torch.cat([e(cat[:, k]) for k, e in enumerate(self.embeddings)] + [num], dim=1)
         ex = torch.stack([e(x) for e in self.experts], dim=1)  # (B, E, H)
         gate = torch.softmax(self.gates(x).view(-1, self.tasks, self.n_experts), dim=-1)  # (B, K, E)
         mixed = gate @ ex  # (B, K, H)
@@ -90,39 +95,28 @@ def _folds(user: np.ndarray, time: np.ndarray, cfg: UpstreamConfig) -> np.ndarra
     return (rank * cfg.folds // len(time)).astype(int)
 
 
+def _batch(cats: np.ndarray, nums: np.ndarray) -> EncodedBatch:
+    return EncodedBatch(torch.zeros(len(cats), 0), torch.from_numpy(cats), torch.from_numpy(nums))
+
+
+def _neg_bce(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Minus the mean BCE of (n, K) logits: the validation metric (higher is better)."""
+    z, y = torch.from_numpy(logits), torch.from_numpy(labels.astype(np.float64))
+    return -float(F.binary_cross_entropy_with_logits(z, y))
+
+
 def _fit_one(cats: np.ndarray, nums: np.ndarray, y: np.ndarray, vocab: tuple[int, ...], cfg: UpstreamConfig,
              time: np.ndarray) -> MMoE:
     torch.manual_seed(cfg.seed)
     order = np.argsort(time, kind="stable")
     cut = int(len(order) * 0.9)
-    tr, va = order[:cut], order[cut:]
+    tr, va = np.sort(order[:cut]), np.sort(order[cut:])
     net = MMoE(vocab, nums.shape[1], y.shape[1], cfg)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    c_t, n_t, y_t = torch.from_numpy(cats), torch.from_numpy(nums), torch.from_numpy(y.astype(np.float32))
-    best, best_state, bad = np.inf, None, 0
-    rng = np.random.default_rng(cfg.seed)
-    for _ in range(cfg.epochs):
-        net.train()
-        perm = rng.permutation(tr)
-        for a in range(0, len(perm), cfg.batch_size):
-            idx = torch.from_numpy(perm[a:a + cfg.batch_size])
-            loss: Tensor = F.binary_cross_entropy_with_logits(net(c_t[idx], n_t[idx]), y_t[idx])
-            opt.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            vi = torch.from_numpy(va)
-            vloss = float(F.binary_cross_entropy_with_logits(net(c_t[vi], n_t[vi]), y_t[vi]))
-        if vloss < best - 1e-6:
-            best, bad = vloss, 0
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    train_cfg = TrainConfig(max_epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, grad_clip=0.0,
+                            batch_by="row", device="cpu")
+    trainer = Trainer(net, MultiLabelBCELoss(), train_cfg, objective_weights=(), metric=_neg_bce)
+    trainer.fit(_batch(cats[tr], nums[tr]), y[tr], np.arange(len(tr)), _batch(cats[va], nums[va]), y[va])
     return net
 
 
@@ -155,9 +149,7 @@ def cross_fit(
         net = _fit_one(c_tr, n_tr, y[train], enc.vocab_sizes, cfg, np.asarray(time)[train])
         te_feat = {c: np.asarray(v)[test] for c, v in features.items()}
         c_te, n_te = enc.encode_columns(te_feat, int(test.sum()))
-        net.eval()
-        with torch.no_grad():
-            out[test] = torch.sigmoid(net(torch.from_numpy(c_te), torch.from_numpy(n_te))).double().numpy()
+        out[test] = 1.0 / (1.0 + np.exp(-predict_net(net, _batch(c_te, n_te))))
         per_fold.append({o: auc(out[test, m], y[test, m]) for m, o in enumerate(objectives)})
         log.info("fold %d/%d: %s", k + 1, cfg.folds, per_fold[-1])
     report = {
@@ -169,7 +161,7 @@ def cross_fit(
     return out, report
 
 
-def score_file(path: str, out: str, cfg: UpstreamConfig | None = None) -> dict[str, Any]:
+def cross_fit_file(path: str, out: str, cfg: UpstreamConfig | None = None) -> dict[str, Any]:
     """Cross-fit the upstream model on a labelled file and write it back with a ``p_<name>`` per ``y_<name>``.
 
     Objectives are all ``y_*`` columns; features all ``u_*``, ``v_*``, ``c_*`` and ``id_*`` columns
@@ -178,7 +170,6 @@ def score_file(path: str, out: str, cfg: UpstreamConfig | None = None) -> dict[s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .data import write_parquet
     from .kuairand import feature_columns
 
     try:

@@ -1,0 +1,158 @@
+"""Commands that train and use rankers: train, predict, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import load_config
+from ..data import read_column, read_table
+from ..errors import ConfigError, DataError
+from ..io import write_json
+from ..metrics import auc_sum, objective_table
+from ..models.formula import parse_objective_values
+from ..rankers import FormulaRanker, load_ranker, make_ranker, ranker_names
+from ..ranking import METHODS
+from ..scoring import score_file
+from ..train import Device, TrainConfig
+from ._common import DIR, FILE, cli, config_option, console, err_console, progress, rich_rows
+
+__all__ = ["evaluate_cmd", "predict_cmd", "train_cmd"]
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class _RankerOption(click.Option):
+    """``--ranker``: its help lists the registry at the moment help is shown, so registered rankers appear."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = "Ranker name: " + ", ".join(ranker_names()) + "."
+        return super().get_help_record(ctx)
+
+
+device_option = click.option("--device", type=click.Choice(DEVICES), default="auto",
+                             help="Torch device for neural rankers (auto: cuda, else mps, else cpu).")
+
+
+@cli.command("evaluate")
+@click.option("--data", "-d", type=FILE, required=True, help="Parquet or CSV file in the data contract.")
+@config_option
+@click.option("--score-column", default=None, help="Rank by this column (higher = better).")
+@click.option("--formula", default=None,
+              help="Rank by the weighted product prod p_m^e_m, exponents e.g. 'click=1,buy=2'. Default: all 1.")
+@click.option("--model", "-m", "model_dir", type=DIR, default=None,
+              help="Rank by a trained model (run folder of `harmonrank train`).")
+@click.option("--group", type=click.Choice(["user", "request"]), default="user", help="GAUC groups.")
+@click.option("--json", "json_out", type=FILE, default=None, help="Write the results as JSON.")
+@device_option
+def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, formula: str | None,
+                 model_dir: Path | None, group: str, json_out: Path | None, device: Device) -> None:
+    """Per-objective AUC / GAUC and AUC-sum of one ranking: a trained model, a score column, or a
+    weighted-product formula (default: all exponents 1)."""
+    if sum(x is not None for x in (score_column, formula, model_dir)) > 1:
+        raise ConfigError("give one of --model, --score-column or --formula")
+    model = load_ranker(model_dir, device=device) if model_dir is not None else None
+    cfg = load_config(config) if config or model is None else model.config_
+    table = read_table(data, cfg)
+    if table.labels is None:
+        raise DataError(f"{data}: no labels to evaluate against")
+    if model is not None:
+        ranking, described = model.predict(table), f"model {model_dir} ({model.name})"
+    elif score_column:
+        ranking, described = read_column(data, score_column), f"column {score_column!r}"
+    else:
+        exponents = parse_objective_values(formula, cfg.names) if formula else dict.fromkeys(cfg.names, 1.0)
+        fixed = FormulaRanker.fixed(table, exponents)
+        ranking = fixed.predict(table)
+        described = "prod " + " * ".join(f"p_{m}^{v:g}" for m, v in fixed.exponents_.items() if v)
+    groups = table.user if group == "user" else table.request
+    rows = objective_table(ranking, table.labels, cfg.names, group=groups)
+    total = auc_sum(ranking, table.labels, cfg.objective_weights)
+    console.print(rich_rows(f"{described} on {data.name} ({len(table):,} rows)", rows))
+    console.print(f"AUC-sum (weights {', '.join(f'{w:g}' for w in cfg.objective_weights)}): {total:.4f}")
+    if json_out:
+        write_json({"ranking": described, "rows": len(table), "group": group, "objectives": rows,
+                    "auc_sum": total}, json_out)
+
+
+@cli.command("train")
+@click.option("--data", "-d", type=FILE, required=True, help="Training data (Parquet/CSV, data contract).")
+@click.option("--valid", type=FILE, default=None,
+              help="Validation data for early stopping. Default: the last 20% of --data by time.")
+@config_option
+@click.option("--ranker", "-r", cls=_RankerOption, default="harmonrank", show_default=True, help="Ranker name.")
+@click.option("--out", "-o", type=DIR, required=True,
+              help="Run folder: model.safetensors/model.txt + model.json, and per-epoch checkpoints.")
+@click.option("--epochs", type=int, default=10, help="Most epochs (neural rankers).")
+@click.option("--batch-size", type=int, default=4096, help="Impressions per batch (whole requests).")
+@click.option("--lr", type=float, default=3e-3, help="AdamW learning rate.")
+@click.option("--patience", type=int, default=3, help="Epochs without a better valid AUC-sum before stopping.")
+@click.option("--seed", type=int, default=0, help="Seed: fixes initialisation and batch order.")
+@click.option("--weights", default=None,
+              help="Objective weights in the AUC-sum (and the losses), e.g. 'buy=2,follow=1'; others keep theirs.")
+@click.option("--loss-method", type=click.Choice(METHODS), default="pl",
+              help="Soft-AUC operator of the rank losses (docs/soft_auc.md).")
+@click.option("--temperature", type=float, default=None,
+              help="Relative temperature of the soft-AUC operator. Default: the operator's own.")
+@device_option
+@click.option("--resume", is_flag=True, help="Continue a killed run from the last checkpoint in --out.")
+def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, out: Path, epochs: int,
+              batch_size: int, lr: float, patience: int, seed: int, weights: str | None, loss_method: Any,
+              temperature: float | None, device: Device, resume: bool) -> None:
+    """Train a ranker on a dataset and save it to a run folder."""
+    cfg = load_config(config)
+    if weights:
+        cfg = cfg.with_objective_weights(parse_objective_values(weights, cfg.names, what="--weights"))
+    tcfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                       loss_method=loss_method, temperature=temperature, device=device)
+    model = make_ranker(ranker, tcfg)
+    table = read_table(data, cfg)
+    if valid is not None:
+        train_t, valid_t = table, read_table(valid, cfg)
+    else:
+        train_t, valid_t = table.split_by_time((0.8, 0.2))
+    err_console.print(f"training {ranker} on {len(train_t):,} rows, validating on {len(valid_t):,}")
+
+    def show(r: dict[str, float]) -> None:
+        err_console.print(f"epoch {int(r['epoch'])}: loss {r['train_loss']:.4f}  valid AUC-sum "
+                          f"{r.get('valid_auc_sum', float('nan')):.4f}  {r['samples_per_s']:,.0f} samples/s",
+                          highlight=False)
+
+    model.fit(train_t, valid=valid_t, run_dir=out, resume=resume, on_epoch=show)
+    model.save(out)
+    console.print(f"{ranker}: valid AUC-sum {model.score(valid_t):.4f}; saved to {out}")
+
+
+@cli.command("predict")
+@click.option("--model", "-m", "model_dir", type=DIR, required=True, help="Run folder written by `harmonrank train`.")
+@click.option("--data", "-d", type=FILE, required=True, help="Data to score (labels not needed).")
+@config_option
+@click.option("--out", "-o", type=FILE, required=True, help="Output .parquet or .csv: request, user, score.")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=262_144, help="Rows read and scored per batch.")
+@device_option
+def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, batch_rows: int,
+                device: Device) -> None:
+    """Score every row of a file with a trained ranker; streams batches, writes atomically."""
+    model = load_ranker(model_dir, device=device)
+    cfg = load_config(config) if config else model.config_
+    total = _file_rows(data)
+    with progress() as bar:
+        task = bar.add_task("predict", total=total)
+        n = score_file(model, data, out, config=cfg, batch_rows=batch_rows,
+                       progress=lambda done: bar.update(task, completed=done))
+    err_console.print(f"scored {n:,} rows -> {out}")
+
+
+def _file_rows(path: Path) -> int | None:
+    """Rows of a Parquet file from its footer (None for CSV or an unreadable file: the scorer reports it)."""
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, pa.ArrowInvalid):  # the scorer raises the proper DataError for this file
+        return None

@@ -1,0 +1,142 @@
+"""Neural rankers: an ensemble network + a loss, trained by :class:`~harmonrank.train.Trainer`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..data import Table
+from ..errors import ConfigError
+from ..features import EncodedBatch, FeatureEncoder, logit_moments
+from ..io import atomic_write
+from ..models import LOSSES, NETWORKS, make_loss
+from ..models.common import LogitStandardizer
+from ..train import Device, TrainConfig, Trainer, predict_net, resolve_device
+from .base import EpochCallback, Ranker, labels_of
+
+__all__ = ["NeuralRanker"]
+
+log = logging.getLogger(__name__)
+
+
+class NeuralRanker(Ranker):
+    """A torch ensemble network (``net``, see :data:`harmonrank.models.NETWORKS`) trained with a loss
+    (``loss``, see :data:`harmonrank.models.LOSSES`). ``train`` holds the training knobs, including the
+    soft-AUC operator of the rank losses (``loss_method``, ``temperature``) and the device.
+
+    Examples
+    --------
+    >>> ranker = NeuralRanker(net="harmonrank", loss="rank", train=TrainConfig(max_epochs=2))  # doctest: +SKIP
+    >>> ranker.fit(train_table, valid=valid_table).predict(test_table)  # doctest: +SKIP
+    """
+
+    kind = "neural"
+    net_: nn.Module
+
+    def __init__(self, *, net: str = "harmonrank", loss: str = "rank", net_options: dict[str, Any] | None = None,
+                 train: TrainConfig | None = None, name: str | None = None) -> None:
+        if net not in NETWORKS:
+            raise ConfigError(f"net must be one of {', '.join(NETWORKS)}. Got {net!r} instead.")
+        if loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}. Got {loss!r} instead.")
+        self.net = net
+        self.loss = loss
+        self.net_options = dict(net_options or {})
+        self.train = train or TrainConfig()
+        self.name = name or f"{net}_{loss}"
+
+    @classmethod
+    def from_spec(cls, name: str, train: TrainConfig, options: Mapping[str, Any]) -> Ranker:
+        opts = dict(options)
+        return cls(net=opts.pop("net"), loss=opts.pop("loss"), net_options=opts.pop("net_options", None),
+                   train=train, name=name, **opts)
+
+    def build(self, table: Table) -> tuple[nn.Module, nn.Module]:
+        """Fit the feature encoder and the logit statistics on ``table``; create the untrained net and loss."""
+        self.encoder_ = FeatureEncoder.fit(table)
+        cls, cfg_cls = NETWORKS[self.net]
+        try:
+            self.net_config_ = cfg_cls(objectives=tuple(table.objectives), vocab_sizes=self.encoder_.vocab_sizes,
+                                       numeric_dim=self.encoder_.numeric_dim, **self.net_options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"net_options for {self.net!r}: {err}") from err
+        torch.manual_seed(self.train.seed)
+        self.net_ = cls(self.net_config_)
+        standardize = self.net_.get_submodule("standardize")
+        if not isinstance(standardize, LogitStandardizer):
+            raise ConfigError(f"network {self.net!r} must have a LogitStandardizer named 'standardize'")
+        standardize.set_moments(*logit_moments(table.scores))
+        self.loss_ = make_loss(self.loss, table.config.objective_weights, method=self.train.loss_method,
+                               temperature=self.train.temperature)
+        return self.net_, self.loss_
+
+    def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None, resume: bool,
+             on_epoch: EpochCallback | None) -> None:
+        net, loss = self.build(train)
+        metadata = {"ranker": self.name, "net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
+                    "dataset_config": train.config.to_dict(), "encoder": self.encoder_.to_dict()}
+        trainer = Trainer(net, loss, self.train, train.config.objective_weights, run_dir=run_dir, metadata=metadata)
+        self.history_ = trainer.fit(
+            self.encoder_.transform(train), labels_of(train, "fit"), train.request,
+            self.encoder_.transform(valid) if valid is not None else None,
+            labels_of(valid, "validation") if valid is not None else None, resume=resume, on_epoch=on_epoch,
+        )
+        self.best_epoch_ = trainer.best_epoch
+
+    def _predict(self, table: Table) -> np.ndarray:
+        device = resolve_device(self.train.device)
+        return predict_net(self.net_.to(device), self.encoder_.transform(table), self.train.eval_batch, device)
+
+    def attention(self, table: Table) -> np.ndarray | None:
+        """Step-1 objective-to-objective attention per row, (n, M, M) averaged over heads (None for MLPs)."""
+        self.check_table(table)
+        if not hasattr(self.net_, "attention"):
+            return None
+        device = resolve_device(self.train.device)
+        enc = self.encoder_.transform(table).to(device)
+        self.net_.to(device).eval()
+        attention: Callable[[EncodedBatch], torch.Tensor] = self.net_.attention  # type: ignore[assignment]
+        with torch.no_grad():
+            attn = attention(enc)
+        return np.asarray(attn.cpu().double().numpy())
+
+    def _save(self, d: Path) -> dict[str, Any]:
+        with atomic_write(d / "model.safetensors") as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}, str(tmp))
+        return {"net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
+                "train_config": asdict(self.train), "encoder": self.encoder_.to_dict(),
+                "history": getattr(self, "history_", []), "best_epoch": getattr(self, "best_epoch_", None)}
+
+    @classmethod
+    def _load(cls, d: Path, meta: dict[str, Any]) -> NeuralRanker:
+        train_cfg = dict(meta["train_config"])
+        if meta.get("format", 1) == 1:  # version 1 kept the soft-AUC options beside the train config
+            train_cfg.setdefault("loss_method", meta.get("method", "pl"))
+            train_cfg.setdefault("temperature", meta.get("temperature"))
+        r = cls(net=meta["net"], loss=meta["loss"], train=TrainConfig(**train_cfg), name=meta["ranker"])
+        net_cls, cfg_cls = NETWORKS[meta["net"]]
+        r.net_config_ = cfg_cls(**meta["net_config"])
+        r.net_ = net_cls(r.net_config_)
+        state = load_file(str(d / "model.safetensors"))
+        if meta.get("format", 1) == 1:  # version 1: the logit statistics lived in the encoder, not the net
+            enc = meta["encoder"]
+            state["standardize.mean"] = torch.tensor(enc["logit_mean"], dtype=torch.float64)
+            state["standardize.std"] = torch.tensor(enc["logit_std"], dtype=torch.float64)
+        r.net_.load_state_dict(state)
+        r.encoder_ = FeatureEncoder.from_dict(meta["encoder"])
+        r.history_ = meta.get("history", [])
+        return r
+
+    def with_device(self, device: Device) -> NeuralRanker:
+        """Predict on ``device`` from now on (checked when used); returns self."""
+        resolve_device(device)
+        self.train = replace(self.train, device=device)
+        return self
