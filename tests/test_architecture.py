@@ -193,3 +193,10 @@ def test_score_file_streams_like_predict(sim_path: Path, tmp_path: Path) -> None
         score_file(ranker, sim_path, tmp_path / "s.txt")
     assert run(["predict", "-m", str(tmp_path), "-d", str(sim_path), "-o", str(tmp_path / "p.parquet"),
                 "--batch-rows", "0"]) == 2
+
+
+def test_docs_ranker_table_is_the_registry(capsys) -> None:  # type: ignore[no-untyped-def]
+    doc = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    table = doc.split("<!-- rankers:begin -->\n")[1].split("\n<!-- rankers:end -->")[0]
+    assert run(["rankers", "--markdown"]) == 0
+    assert capsys.readouterr().out.strip() == table.strip()

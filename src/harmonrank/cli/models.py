@@ -13,13 +13,14 @@ from ..errors import ConfigError, DataError
 from ..io import write_json
 from ..metrics import auc_sum, objective_table
 from ..models.formula import parse_objective_values
-from ..rankers import FormulaRanker, load_ranker, make_ranker, ranker_names
+from ..rankers import FormulaRanker, load_ranker, make_ranker, ranker_names, ranker_table
 from ..ranking import METHODS
 from ..scoring import score_file
+from ..summary import markdown_table
 from ..train import Device, TrainConfig
 from ._common import DIR, FILE, cli, config_option, console, err_console, progress, rich_rows
 
-__all__ = ["evaluate_cmd", "predict_cmd", "train_cmd"]
+__all__ = ["evaluate_cmd", "predict_cmd", "rankers_cmd", "train_cmd"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -34,6 +35,17 @@ class _RankerOption(click.Option):
 
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto",
                              help="Torch device for neural rankers (auto: cuda, else mps, else cpu).")
+
+
+@cli.command("rankers")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (as in docs/models.md).")
+def rankers_cmd(markdown: bool) -> None:
+    """List every registered ranker: name, estimator, network, loss, description."""
+    rows = ranker_table()
+    if markdown:
+        click.echo(markdown_table(rows))
+    else:
+        console.print(rich_rows("registered rankers", rows))
 
 
 @cli.command("evaluate")

@@ -16,7 +16,7 @@ names. This module joins them and derives what the log lacks:
   music type, first tag, visibility; log1p duration, width, height), context ``c_*`` (tab, hour) and the
   user / video / author ids as categories ``id_*`` (upstream model only; never an ensemble feature).
 
-The log has labels but no predicted scores: :mod:`harmonrank.upstream` produces them.
+The log has labels but no predicted scores: :mod:`harmonrank.study.upstream` produces them.
 """
 
 from __future__ import annotations
