@@ -51,3 +51,16 @@ def test_benchmark_config_errors(tmp_path: Path) -> None:
     p.write_text("[data]\ncolour = 1\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_benchmark_config(p)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("[trian]\nmax_epochs = 1\n", "unknown section 'trian' .did you mean 'train'"),
+    ("[train]\nmax_epoch = 1\n", "did you mean 'max_epochs'"),
+    ("[data]\nsim_options = {corelation = 0.5}\n", "did you mean 'correlation'"),
+    ("[data]\nrates = {bye = 0.01}\n", "unknown objective 'bye' .did you mean 'buy'"),
+])
+def test_benchmark_config_typos_name_the_likely_spelling(tmp_path: Path, text: str, match: str) -> None:
+    p = tmp_path / "b.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_benchmark_config(p)

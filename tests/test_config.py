@@ -48,3 +48,15 @@ def test_bad_configs(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ('[[objectives]]\nname = "buy"\n[features]\ncatgorical = ["u_city"]\n', "did you mean 'categorical'"),
+    ('[[objectives]]\nname = "buy"\nwieght = 2\n', "did you mean 'weight'"),
+    ('user_colum = "u"\n[[objectives]]\nname = "buy"\n', "did you mean 'user_column'"),
+])
+def test_typos_in_every_table_are_errors_with_the_likely_spelling(tmp_path: Path, text: str, match: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(p)

@@ -24,8 +24,10 @@ The simulator's config ships with the package (:func:`simulator_config`).
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,9 +35,30 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DatasetConfig", "Objective", "load_config", "read_toml", "simulator_config"]
+__all__ = ["DatasetConfig", "Objective", "check_keys", "load_config", "read_toml", "simulator_config"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_keys(keys: Iterable[str], allowed: Iterable[str], where: str, what: str = "key") -> None:
+    """Raise ConfigError listing every key of ``keys`` not in ``allowed``, each with its closest spelling
+    (``what`` names the kind of key: "key", "section", "objective").
+
+    >>> check_keys(["catgorical"], ["categorical", "numeric"], "features")
+    Traceback (most recent call last):
+    ...
+    harmonrank.errors.ConfigError: features: unknown key 'catgorical' (did you mean 'categorical'?); allowed: categorical, numeric
+    """
+    allowed = sorted(allowed)
+    unknown = [k for k in keys if k not in allowed]
+    if not unknown:
+        return
+    parts = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
+        parts.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+    noun = what if len(unknown) == 1 else f"{what}s"
+    raise ConfigError(f"{where}: unknown {noun} {', '.join(parts)}; allowed: {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -133,9 +156,7 @@ class DatasetConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> DatasetConfig:
         known = {"objectives", "request_column", "user_column", "time_column", "features"}
-        unknown = sorted(set(raw) - known - {"categorical", "numeric"})
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        check_keys(raw, known | {"categorical", "numeric"}, source)
         objs_raw = raw.get("objectives")
         if not isinstance(objs_raw, list) or not objs_raw:
             raise ConfigError(f"{source}: needs a non-empty [[objectives]] list. Got {objs_raw!r} instead.")
@@ -143,11 +164,12 @@ class DatasetConfig:
         for i, o in enumerate(objs_raw):
             if not isinstance(o, dict) or "name" not in o:
                 raise ConfigError(f"{source}: objectives[{i}] must be a table with a 'name'. Got {o!r} instead.")
-            extra = sorted(set(o) - {"name", "score", "label", "weight"})
-            if extra:
-                raise ConfigError(f"{source}: objectives[{i}] has unknown key(s) {', '.join(extra)}")
+            check_keys(o, {"name", "score", "label", "weight"}, f"{source}: objectives[{i}]")
             objectives.append(Objective(**o))
         feats = raw.get("features", {})
+        if not isinstance(feats, dict):
+            raise ConfigError(f"{source}: [features] must be a table. Got {feats!r} instead.")
+        check_keys(feats, {"categorical", "numeric"}, f"{source}: [features]")
         categorical = raw.get("categorical", feats.get("categorical", []))
         numeric = raw.get("numeric", feats.get("numeric", []))
         for key, val in (("categorical", categorical), ("numeric", numeric)):

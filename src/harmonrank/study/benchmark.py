@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import load_config, read_toml, simulator_config
+from ..config import check_keys, load_config, read_toml, simulator_config
 from ..data import Table, read_table
 from ..errors import ConfigError, DataError
 from ..features import logit
@@ -78,6 +78,11 @@ class BenchmarkConfig:
         if self.path is None and self.rows < 1000:
             raise ConfigError(f"benchmark: rows must be >= 1000 to simulate. Got {self.rows} instead.")
         self.train_config()  # checks loss_method, temperature, device, epochs ... at construction
+        if self.path is None:  # and the simulator's options (rates, sim_options), before any work
+            try:
+                SimulatorConfig(rows=self.rows, seed=self.sim_seed, rates=dict(self.rates), **self.sim_options)
+            except TypeError as err:
+                raise ConfigError(f"benchmark: sim_options: {err}") from err
 
     def train_config(self, **changes: Any) -> TrainConfig:
         """The TrainConfig every neural ranker of this benchmark starts from (``changes``: seed, lr ...)."""
@@ -96,18 +101,17 @@ def load_benchmark_config(config_path: str | Path | None, /, **overrides: Any) -
         base = p.parent
         for section in ("data", "train", "benchmark"):
             raw.update(doc.pop(section, {}))
-        if doc:
-            raise ConfigError(f"{p}: unknown section(s) {', '.join(doc)}; allowed: data, train, benchmark")
+        check_keys(doc, ("data", "train", "benchmark"), str(p), what="section")
         if "seed" in raw:
             raw["sim_seed"] = raw.pop("seed")
         for key in ("path", "dataset_config"):
             if raw.get(key) and not Path(raw[key]).is_absolute():
                 raw[key] = str((base / raw[key]).resolve())
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f for f in BenchmarkConfig.__dataclass_fields__}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"benchmark config: unknown key(s) {', '.join(unknown)}")
+    known = set(BenchmarkConfig.__dataclass_fields__) - {"sim_seed"} | {"seed"}
+    check_keys(["seed" if k == "sim_seed" else k for k in raw], known, "benchmark config")
+    check_keys(raw.get("sim_options", {}), set(SimulatorConfig.__dataclass_fields__) - {"rows", "seed", "rates"},
+               "benchmark config: sim_options")
     for key in ("split", "rankers", "seeds", "sweep_weights", "trade_off", "lr_grid"):
         if key in raw:
             raw[key] = tuple(raw[key])

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..config import check_keys
 from ..errors import ConfigError
 from ..features import logit
 from ..io import AtomicTableWriter
@@ -122,9 +123,7 @@ class SimulatorConfig:
             )
         if self.days < 1:
             raise bad("days", "at least 1")
-        unknown = sorted(set(self.rates) - set(OBJECTIVES))
-        if unknown:
-            raise ConfigError(f"simulator: unknown objective(s) in rates: {', '.join(unknown)}")
+        check_keys(self.rates, OBJECTIVES, "simulator: rates", what="objective")
         rates = {**DEFAULT_RATES, **self.rates}
         object.__setattr__(self, "rates", rates)
         for name, r in rates.items():
