@@ -21,7 +21,7 @@ def test_train_predict_evaluate_agree(sim_path: Path, tmp_path: Path, capsys) ->
     out = tmp_path / "pred.parquet"
     assert run(["predict", "-m", str(run_dir), "-d", str(sim_path), "-o", str(out), "--batch-rows", "7000"]) == 0
     pred = pq.read_table(out)
-    assert pred.column_names == ["request_id", "user_id", "score"] and pred.num_rows == 20_000
+    assert pred.column_names == ["request_id", "user_id", "streamer_id", "score"] and pred.num_rows == 20_000
     table = read_table(sim_path, load_config(None))
     np.testing.assert_array_equal(pred["request_id"].to_numpy(), table.request)
     direct = load_ranker(run_dir).predict(table)
@@ -74,3 +74,21 @@ def test_installed_cli_trains_and_predicts(sim_path: Path, tmp_path: Path) -> No
 
     csv = pacsv.read_csv(out)
     assert csv.num_rows == 20_000 and isinstance(csv["score"], pa.ChunkedArray)
+
+
+def test_predict_joins_back_by_item_id_keeps_columns_and_needs_no_time(sim_path: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "f"
+    assert run(["train", "-d", str(sim_path), "-r", "formula", "-o", str(run_dir)]) == 0
+    src = pq.read_table(sim_path)
+    no_time = tmp_path / "no_time.parquet"
+    pq.write_table(src.drop(["time", *[c for c in src.column_names if c.startswith(("y_", "true_"))]]), no_time)
+    out = tmp_path / "p.parquet"
+    assert run(["predict", "-m", str(run_dir), "-d", str(no_time), "-o", str(out), "--keep", "s_category",
+                "--batch-rows", "5000"]) == 0
+    pred = pq.read_table(out)
+    assert pred.column_names == ["request_id", "user_id", "streamer_id", "s_category", "score"]
+    np.testing.assert_array_equal(pred["streamer_id"].to_numpy(), src["streamer_id"].to_numpy())
+    assert pred["s_category"].to_pylist() == src["s_category"].to_pylist()
+    assert run(["predict", "-m", str(run_dir), "-d", str(no_time), "-o", str(tmp_path / "q.parquet"),
+                "--keep", "nope"]) == 2
+    assert not (tmp_path / "q.parquet").exists()

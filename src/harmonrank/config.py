@@ -5,6 +5,7 @@ One format, TOML (read with the standard library's :mod:`tomllib`). A minimal fi
     request_column = "request_id"
     user_column = "user_id"
     time_column = "time"          # optional; used to split train/valid/test by time
+    item_column = "streamer_id"   # optional; the candidate id, carried into `harmonrank predict` output
 
     [[objectives]]
     name = "buy"                  # score column defaults to p_buy, label column to y_buy
@@ -44,10 +45,10 @@ def check_keys(keys: Iterable[str], allowed: Iterable[str], where: str, what: st
     """Raise ConfigError listing every key of ``keys`` not in ``allowed``, each with its closest spelling
     (``what`` names the kind of key: "key", "section", "objective").
 
-    >>> check_keys(["catgorical"], ["categorical", "numeric"], "features")
+    >>> check_keys(["catgorical"], ["categorical", "numeric"], "features")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    harmonrank.errors.ConfigError: features: unknown key 'catgorical' (did you mean 'categorical'?); allowed: categorical, numeric
+    harmonrank.errors.ConfigError: features: unknown key 'catgorical' (did you mean 'categorical'?); ...
     """
     allowed = sorted(allowed)
     unknown = [k for k in keys if k not in allowed]
@@ -98,6 +99,7 @@ class DatasetConfig:
     request_column: str = "request_id"
     user_column: str = "user_id"
     time_column: str | None = None
+    item_column: str | None = None
     categorical: tuple[str, ...] = field(default_factory=tuple)
     numeric: tuple[str, ...] = field(default_factory=tuple)
 
@@ -143,7 +145,7 @@ class DatasetConfig:
         objs = tuple(
             Objective(o.name, o.score, o.label, float(weights.get(o.name, o.weight))) for o in self.objectives
         )
-        return DatasetConfig(objs, self.request_column, self.user_column, self.time_column,
+        return DatasetConfig(objs, self.request_column, self.user_column, self.time_column, self.item_column,
                              self.categorical, self.numeric)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +157,7 @@ class DatasetConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> DatasetConfig:
-        known = {"objectives", "request_column", "user_column", "time_column", "features"}
+        known = {"objectives", "request_column", "user_column", "time_column", "item_column", "features"}
         check_keys(raw, known | {"categorical", "numeric"}, source)
         objs_raw = raw.get("objectives")
         if not isinstance(objs_raw, list) or not objs_raw:
@@ -175,7 +177,7 @@ class DatasetConfig:
         for key, val in (("categorical", categorical), ("numeric", numeric)):
             if not isinstance(val, list | tuple) or not all(isinstance(v, str) for v in val):
                 raise ConfigError(f"{source}: features.{key} must be a list of column names. Got {val!r}")
-        for key in ("request_column", "user_column"):
+        for key in ("request_column", "user_column", "time_column", "item_column"):
             if key in raw and not isinstance(raw[key], str):
                 raise ConfigError(f"{source}: {key} must be a string. Got {raw[key]!r} instead.")
         return cls(
@@ -183,6 +185,7 @@ class DatasetConfig:
             request_column=raw.get("request_column", "request_id"),
             user_column=raw.get("user_column", "user_id"),
             time_column=raw.get("time_column"),
+            item_column=raw.get("item_column"),
             categorical=tuple(categorical),
             numeric=tuple(numeric),
         )

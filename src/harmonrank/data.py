@@ -47,6 +47,7 @@ class Table:
     time : ndarray of shape (n,) or None.
     truth : ndarray of shape (n, M) or None — ``true_*`` (simulated data only).
     features : dict name -> ndarray of shape (n,); categorical ones as str, numeric as float64.
+    extra : dict name -> ndarray of shape (n,) — columns read only to be passed through (``keep=``).
     """
 
     config: DatasetConfig
@@ -57,6 +58,7 @@ class Table:
     time: np.ndarray | None = None
     truth: np.ndarray | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -80,6 +82,7 @@ class Table:
             time=sub(self.time),
             truth=sub(self.truth),
             features={k: v[index] for k, v in self.features.items()},
+            extra={k: v[index] for k, v in self.extra.items()},
         )
 
     def split_by_time(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> list[Table]:
@@ -169,7 +172,9 @@ def _to_float(col: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _needed_columns(config: DatasetConfig, names: list[str], *, labels: bool) -> dict[str, list[str]]:
+def _needed_columns(config: DatasetConfig, names: list[str], *, labels: bool,
+                    keep: Sequence[str]) -> dict[str, list[str]]:
+    """Columns by role; the time column is required only with labels (training and evaluation split by time)."""
     need: dict[str, list[str]] = {
         "request": [config.request_column],
         "user": [config.user_column],
@@ -178,8 +183,10 @@ def _needed_columns(config: DatasetConfig, names: list[str], *, labels: bool) ->
     }
     if labels:
         need["label"] = [o.label for o in config.objectives]
-    if config.time_column:
-        need["time"] = [config.time_column]
+        if config.time_column:
+            need["time"] = [config.time_column]
+    if keep:
+        need["kept"] = list(keep)
     missing = [(role, c) for role, cols in need.items() for c in cols if c not in names]
     if missing:
         listed = ", ".join(f"{c!r} ({role})" for role, c in missing)
@@ -188,7 +195,7 @@ def _needed_columns(config: DatasetConfig, names: list[str], *, labels: bool) ->
 
 
 def _scan(
-    path: Path, config: DatasetConfig, labels: bool, batch_rows: int, problems: _Problems
+    path: Path, config: DatasetConfig, labels: bool, batch_rows: int, problems: _Problems, keep: Sequence[str] = ()
 ) -> Iterator[Table]:
     """Read ``path`` batch by batch; bad values are counted in ``problems``, not raised."""
     if not path.is_file():
@@ -199,25 +206,26 @@ def _scan(
         names = _schema_names(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(f"cannot read {str(path)!r} as {path.suffix[1:]}: {err}") from err
-    _needed_columns(config, names, labels=labels)
+    _needed_columns(config, names, labels=labels, keep=keep)
+    with_time = bool(config.time_column) and config.time_column in names
     truth_cols = [o.truth for o in config.objectives]
     has_truth = all(c in names for c in truth_cols)
     columns = [config.request_column, config.user_column]
     columns += [o.score for o in config.objectives]
     if labels:
         columns += [o.label for o in config.objectives]
-    if config.time_column:
+    if with_time and config.time_column:
         columns.append(config.time_column)
     if has_truth:
         columns += truth_cols
-    columns += list(config.categorical) + list(config.numeric)
+    columns += list(config.categorical) + list(config.numeric) + list(keep)
     columns = list(dict.fromkeys(columns))
     offset = 0
     try:
         for batch in _batches(path, columns, batch_rows):
             if batch.num_rows == 0:
                 continue
-            yield _batch_to_table(batch, config, labels, has_truth, problems, offset)
+            yield _batch_to_table(batch, config, labels, has_truth, problems, offset, with_time, keep)
             offset += batch.num_rows
     except pa.ArrowInvalid as err:
         raise DataError(f"cannot read {str(path)!r}: {err}") from err
@@ -229,14 +237,18 @@ def iter_tables(
     *,
     labels: bool = True,
     batch_rows: int = 262_144,
+    keep: Sequence[str] = (),
 ) -> Iterator[Table]:
     """Yield validated :class:`Table` chunks of a Parquet or CSV file, one per read batch.
 
     Memory stays bounded by ``batch_rows``; a batch with bad values raises :class:`DataError` before it
-    is yielded. Per-objective class balance is not checked here (it needs the whole file).
+    is yielded. Per-objective class balance is not checked here (it needs the whole file). ``keep`` names
+    columns read as they are into ``Table.extra`` (e.g. an item id to pass through to the output).
     """
+    if batch_rows < 1:
+        raise DataError(f"batch_rows must be >= 1. Got {batch_rows!r} instead.")
     problems = _Problems()
-    for part in _scan(Path(path), config, labels, batch_rows, problems):
+    for part in _scan(Path(path), config, labels, batch_rows, problems, keep):
         problems.raise_if_any(str(path))
         yield part
 
@@ -248,6 +260,8 @@ def _batch_to_table(
     has_truth: bool,
     problems: _Problems,
     offset: int,
+    with_time: bool,
+    keep: Sequence[str],
 ) -> Table:
     col = {name: batch.column(name) for name in batch.schema.names}
     n = batch.num_rows
@@ -283,7 +297,7 @@ def _batch_to_table(
         problems.add(f"numeric feature {c!r} has {{n}} inf values (rows {{rows}})", np.isinf(v), offset)
         features[c] = v  # NaN = missing; models impute
     time = None
-    if config.time_column:
+    if with_time and config.time_column:
         t = col[config.time_column]
         if pa.types.is_timestamp(t.type) or pa.types.is_date(t.type):
             t = t.cast(pa.int64())
@@ -297,6 +311,7 @@ def _batch_to_table(
         time=time,
         truth=truth,
         features=features,
+        extra={c: np.asarray(col[c].to_numpy(zero_copy_only=False)) for c in keep},
     )
 
 
@@ -316,6 +331,7 @@ def concat_tables(parts: list[Table]) -> Table:
         time=cat(lambda p: p.time),
         truth=cat(lambda p: p.truth),
         features={k: np.concatenate([p.features[k] for p in parts]) for k in first.features},
+        extra={k: np.concatenate([p.extra[k] for p in parts]) for k in first.extra},
     )
 
 

@@ -141,18 +141,22 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
 @click.option("--model", "-m", "model_dir", type=DIR, required=True, help="Run folder written by `harmonrank train`.")
 @click.option("--data", "-d", type=FILE, required=True, help="Data to score (labels not needed).")
 @config_option
-@click.option("--out", "-o", type=FILE, required=True, help="Output .parquet or .csv: request, user, score.")
+@click.option("--out", "-o", type=FILE, required=True,
+              help="Output .parquet or .csv: request, user, item (the config's item_column), --keep columns, score.")
+@click.option("--keep", multiple=True, metavar="COL", help="Also copy this input column to the output (repeatable).")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=262_144, help="Rows read and scored per batch.")
 @device_option
-def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, batch_rows: int,
+def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, keep: tuple[str, ...], batch_rows: int,
                 device: Device) -> None:
-    """Score every row of a file with a trained ranker; streams batches, writes atomically."""
+    """Score every row of a file with a trained ranker; streams batches, writes atomically.
+
+    Labels and the time column are not needed; the output keeps the input's row order."""
     model = load_ranker(model_dir, device=device)
     cfg = load_config(config) if config else model.config_
     total = _file_rows(data)
     with progress() as bar:
         task = bar.add_task("predict", total=total)
-        n = score_file(model, data, out, config=cfg, batch_rows=batch_rows,
+        n = score_file(model, data, out, config=cfg, batch_rows=batch_rows, keep=keep,
                        progress=lambda done: bar.update(task, completed=done))
     err_console.print(f"scored {n:,} rows -> {out}")
 

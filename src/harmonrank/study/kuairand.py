@@ -191,7 +191,7 @@ def dataset_config(table: pa.Table, objectives: Sequence[str] = MAIN_OBJECTIVES)
     cat, num = feature_columns(table)
     return DatasetConfig(
         objectives=tuple(Objective(name) for name in objectives),
-        request_column="request_id", user_column="user_id", time_column="time",
+        request_column="request_id", user_column="user_id", time_column="time", item_column="video_id",
         categorical=tuple(c for c in cat if c.startswith("u_")),
         numeric=tuple(c for c in num if c.startswith("u_")),
     )
@@ -199,7 +199,7 @@ def dataset_config(table: pa.Table, objectives: Sequence[str] = MAIN_OBJECTIVES)
 
 def write_config(cfg: DatasetConfig, path: Path) -> None:
     lines = [f'request_column = "{cfg.request_column}"', f'user_column = "{cfg.user_column}"',
-             f'time_column = "{cfg.time_column}"', ""]
+             f'time_column = "{cfg.time_column}"', f'item_column = "{cfg.item_column}"', ""]
     for o in cfg.objectives:
         lines += ["[[objectives]]", f'name = "{o.name}"', ""]
     lines += ["[features]", "categorical = [" + ", ".join(f'"{c}"' for c in cfg.categorical) + "]",
