@@ -60,3 +60,9 @@ def test_typos_in_every_table_are_errors_with_the_likely_spelling(tmp_path: Path
     p.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_config(p)
+
+
+def test_config_round_trips_through_its_dict() -> None:
+    cfg = DatasetConfig(objectives=(Objective("buy"),))  # no time or item column
+    assert DatasetConfig.from_dict(cfg.to_dict()) == cfg
+    assert DatasetConfig.from_dict(simulator_config().to_dict()) == simulator_config()

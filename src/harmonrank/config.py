@@ -172,13 +172,13 @@ class DatasetConfig:
         if not isinstance(feats, dict):
             raise ConfigError(f"{source}: [features] must be a table. Got {feats!r} instead.")
         check_keys(feats, {"categorical", "numeric"}, f"{source}: [features]")
-        categorical = raw.get("categorical", feats.get("categorical", []))
-        numeric = raw.get("numeric", feats.get("numeric", []))
+        categorical: Any = raw.get("categorical", feats.get("categorical", []))
+        numeric: Any = raw.get("numeric", feats.get("numeric", []))
         for key, val in (("categorical", categorical), ("numeric", numeric)):
             if not isinstance(val, list | tuple) or not all(isinstance(v, str) for v in val):
                 raise ConfigError(f"{source}: features.{key} must be a list of column names. Got {val!r}")
         for key in ("request_column", "user_column", "time_column", "item_column"):
-            if key in raw and not isinstance(raw[key], str):
+            if raw.get(key) is not None and not isinstance(raw[key], str):
                 raise ConfigError(f"{source}: {key} must be a string. Got {raw[key]!r} instead.")
         return cls(
             objectives=tuple(objectives),
