@@ -92,3 +92,24 @@ def test_predict_joins_back_by_item_id_keeps_columns_and_needs_no_time(sim_path:
     assert run(["predict", "-m", str(run_dir), "-d", str(no_time), "-o", str(tmp_path / "q.parquet"),
                 "--keep", "nope"]) == 2
     assert not (tmp_path / "q.parquet").exists()
+
+
+def test_progress_lines_in_logs_and_the_loss_says_what_it_is(sim_path: Path, tmp_path: Path, capsys,
+                                                              monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HARMONRANK_PROGRESS_EVERY", "0")  # not a terminal: plain lines, here at every update
+    assert run(["train", "-d", str(sim_path), "-r", "one_step_rank", "-o", str(tmp_path / "r"), "--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1: 1/" in err and "batches" in err and "(= -weighted mean soft AUC)" in err
+    assert run(["predict", "-m", str(tmp_path / "r"), "-d", str(sim_path), "-o", str(tmp_path / "p.csv"),
+                "--batch-rows", "5000"]) == 0
+    assert "/20,000 rows (100%)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("ranker", "module"), [("formula", "optuna"), ("lambdamart", "lightgbm")])
+def test_missing_extra_names_the_install_command(sim_path: Path, tmp_path: Path, capsys, monkeypatch,
+                                                 ranker: str, module: str) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if the baselines extra were not installed
+    assert run(["train", "-d", str(sim_path), "-r", ranker, "-o", str(tmp_path / "r")]) == 2
+    assert "pip install 'harmonrank[baselines]'" in capsys.readouterr().err

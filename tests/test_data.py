@@ -121,3 +121,29 @@ def test_split_by_time_keeps_requests_whole_and_ordered(sim_path: Path) -> None:
     assert abs(len(train) / len(t) - 0.6) < 0.02
     with pytest.raises(DataError, match="sum to 1"):
         t.split_by_time((0.5, 0.2))
+
+
+def test_atomic_write_cleans_what_a_killed_writer_left_and_uses_the_usual_mode(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    from harmonrank.io import atomic_write
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".scores.parquet.{int(dead.stdout)}.abc123.tmp"  # as a kill -9 during predict leaves it
+    stale.write_text("partial")
+    mine = tmp_path / f".scores.parquet.{os.getpid()}.live.tmp"  # a live writer's file is left alone
+    mine.write_text("in progress")
+    with atomic_write(tmp_path / "scores.parquet") as tmp:
+        tmp.write_text("done")
+    assert not stale.exists() and mine.exists() and (tmp_path / "scores.parquet").read_text() == "done"
+    import torch
+
+    with atomic_write(tmp_path / "model.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -76,8 +76,12 @@ def test_resume_refuses_what_it_cannot_continue_exactly(splits, tmp_path: Path) 
     with pytest.raises(HarmonRankError, match="seed=1"):
         other_seed.fit(train, valid=valid, run_dir=run, resume=True)
     other_net = NeuralRanker(net="harmonrank", loss="rank", train=TrainConfig(max_epochs=2, seed=1))
-    with pytest.raises(HarmonRankError, match="different model"):
+    with pytest.raises(HarmonRankError, match="holds ranker 'one_step_rank', this run trains 'harmonrank_rank'"):
         other_net.fit(train, valid=valid, run_dir=run, resume=True)
+    same_name = NeuralRanker(net="harmonrank", loss="rank", train=TrainConfig(max_epochs=2, seed=1),
+                             name="one_step_rank")
+    with pytest.raises(HarmonRankError, match="different model"):
+        same_name.fit(train, valid=valid, run_dir=run, resume=True)
     meta = json.loads((run / "checkpoint.json").read_text())
     meta["epoch"] = 5  # as if the process died between writing the weights and the JSON
     (run / "checkpoint.json").write_text(json.dumps(meta))

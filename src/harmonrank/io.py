@@ -22,15 +22,41 @@ import pyarrow.parquet as pq
 __all__ = ["AtomicTableWriter", "atomic_write", "write_json", "write_parquet", "write_text"]
 
 
-def _temporary(path: str | Path) -> tuple[Path, Path]:
-    """A temporary path in the folder of ``path`` (created if needed) with the usual file mode."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
+def _file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the renamed file should get the usual mode
+    return 0o666 & ~umask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale(final: Path) -> None:
+    """Delete temporaries of ``final`` left by processes that died (killed runs) before they could clean up."""
+    for old in final.parent.glob(f".{final.name}.*.tmp"):
+        pid = old.name[len(final.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            old.unlink(missing_ok=True)
+
+
+def _temporary(path: str | Path) -> tuple[Path, Path]:
+    """A temporary path ``.<name>.<pid>.<random>.tmp`` in the folder of ``path`` (created if needed).
+
+    The writer's pid in the name lets a later run remove what a killed run left behind.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, _file_mode())  # mkstemp makes 0600; the renamed file should get the usual mode
     return Path(tmp), final
 
 
@@ -46,6 +72,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     tmp, final = _temporary(path)
     try:
         yield tmp
+        if tmp.exists():  # some writers (safetensors) replace the file and its mode: give it the usual one
+            os.chmod(tmp, _file_mode())
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

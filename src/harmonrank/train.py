@@ -208,6 +208,11 @@ class Trainer:
                 f"cannot resume from {self.run_dir}: checkpoint.safetensors is from epoch {saved_epoch} but "
                 f"checkpoint.json from epoch {meta.get('epoch')} (the run died between the two writes); "
                 "delete both to restart")
+        saved_ranker = (meta.get("model") or {}).get("ranker")
+        if saved_ranker and self.metadata.get("ranker") and saved_ranker != self.metadata["ranker"]:
+            raise HarmonRankError(
+                f"cannot resume from {self.run_dir}: its checkpoint holds ranker {saved_ranker!r}, this run trains "
+                f"{self.metadata['ranker']!r}; resume with --ranker {saved_ranker} or use another --out")
         saved_cfg = meta.get("train_config", {})
         for key in ("seed", "batch_size", "batch_by", "loss_method", "temperature"):
             if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
@@ -249,10 +254,12 @@ class Trainer:
         *,
         resume: bool = False,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
+        on_batch: Callable[[int, int, int], None] | None = None,
     ) -> list[dict[str, float]]:
         """Train until ``max_epochs`` or ``patience`` epochs without a better validation AUC-sum.
 
-        Leaves the best epoch's weights in ``net`` (the last epoch's when there is no validation set).
+        Leaves the best epoch's parameters in ``net`` (the last epoch's when there is no validation set).
+        ``on_epoch(record)`` after each epoch, ``on_batch(epoch, done, total)`` after each batch.
         """
         cfg = self.config
         if resume:
@@ -270,7 +277,7 @@ class Trainer:
             self.net.train()
             t0 = time.perf_counter()
             total, seen = 0.0, 0
-            for idx_np in batches:
+            for done, idx_np in enumerate(batches, 1):
                 idx = torch.from_numpy(idx_np)
                 b = train.index(idx).to(self.device)
                 idx = idx.to(self.device)
@@ -282,6 +289,8 @@ class Trainer:
                 self.optimizer.step()
                 total += float(loss.detach()) * len(idx_np)
                 seen += len(idx_np)
+                if on_batch is not None:
+                    on_batch(self.epoch + 1, done, len(batches))
             secs = time.perf_counter() - t0
             self.epoch += 1
             record: dict[str, float] = {"epoch": self.epoch, "train_loss": total / max(seen, 1),

@@ -12,6 +12,7 @@ import os
 import sys
 
 import click
+from rich.markup import escape
 
 from ..errors import HarmonRankError
 from . import data, models, study  # noqa: F401  (registers the commands on the group)
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="harmonrank", standalone_mode=False)
     except HarmonRankError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except click.exceptions.Abort:
         err_console.print("aborted")

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table as RichTable
+from rich.text import Text
 
-__all__ = ["DIR", "FILE", "cli", "config_option", "console", "err_console", "progress", "rich_rows"]
+__all__ = ["DIR", "FILE", "Reporter", "cli", "config_option", "console", "err_console", "rich_rows"]
 
 # wide tables when output is piped (CI logs, files); a terminal keeps its own width
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
@@ -33,13 +47,73 @@ def cli() -> None:
     """harmonrank: learned multi-objective ensemble ranking (HarmonRank) for recommender systems."""
 
 
-def progress() -> Progress:
-    """A progress bar on stderr (shown on a terminal, or when HARMONRANK_PROGRESS=1)."""
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
-        disable=not err_console.is_terminal and os.environ.get("HARMONRANK_PROGRESS") != "1",
-    )
+class _RateColumn(ProgressColumn):
+    """Units per second of a task (blank until rich has a speed estimate)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:,.0f} {self.unit}/s")
+
+
+class Reporter:
+    """Progress of one long task on stderr: a rich bar (counts, rate, ETA) on a terminal (or with
+    HARMONRANK_PROGRESS=1), otherwise a plain line at most every ``every`` seconds (HARMONRANK_PROGRESS_EVERY,
+    default 10) and one at the end, so logs show progress without control characters.
+
+    >>> with Reporter("predict", "rows", total=1000) as rep:  # doctest: +SKIP
+    ...     rep.update(500)
+    """
+
+    def __init__(self, description: str, unit: str, total: int | None = None, every: float | None = None) -> None:
+        self.description, self.unit, self.total = description, unit, total
+        self.every = every if every is not None else float(os.environ.get("HARMONRANK_PROGRESS_EVERY", "10"))
+        self.rich = err_console.is_terminal or os.environ.get("HARMONRANK_PROGRESS") == "1"
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._done = 0
+        self._t0 = self._last = time.monotonic()
+
+    def __enter__(self) -> Reporter:
+        if self.rich:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(self.unit), TaskProgressColumn(), _RateColumn(self.unit),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=self.total)
+        return self
+
+    def update(self, done: int, total: int | None = None, description: str | None = None) -> None:
+        """``done`` units so far (of ``total``, if it changed); ``description`` renames the task."""
+        self._done = done
+        if total is not None:
+            self.total = total
+        if description is not None:
+            self.description = description
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, total=self.total, description=self.description)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        rate = self._done / max(now - self._t0, 1e-9)
+        of = f"/{self.total:,}" if self.total else ""
+        pct = f" ({self._done / self.total:.0%})" if self.total else ""
+        err_console.print(f"{self.description}: {self._done:,}{of} {self.unit}{pct}, {rate:,.0f} {self.unit}/s",
+                          highlight=False)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        elif exc_type is None and self._done:
+            self._line(time.monotonic())
 
 
 def rich_rows(title: str, rows: list[dict[str, Any]]) -> RichTable:

@@ -10,7 +10,7 @@ from ..config import load_config
 from ..errors import ConfigError
 from ..io import write_json
 from ..summary import summarize_file, summary_markdown
-from ._common import DIR, FILE, cli, config_option, console, err_console, progress, rich_rows
+from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows
 
 __all__ = ["describe_cmd", "kuairand_cmd", "simulate_cmd", "upstream_cmd"]
 
@@ -61,9 +61,8 @@ def simulate_cmd(out: Path, rows: int, seed: int, users: int, streamers: int, mi
         correlation=correlation, noise=noise, shared_noise=shared_noise, heterogeneity=heterogeneity, seed=seed,
         chunk_rows=chunk_rows,
     )
-    with progress() as bar:
-        task = bar.add_task("simulate", total=rows)
-        info = simulate(out, cfg, progress=lambda done, total: bar.update(task, completed=done))
+    with Reporter("simulate", "rows", total=rows) as rep:
+        info = simulate(out, cfg, progress=lambda done, total: rep.update(done))
     err_console.print(f"wrote {info['rows']:,} rows to {out} in {info['seconds']:.1f}s")
     if summary or json_out:
         s = summarize_file(out, load_config(None))

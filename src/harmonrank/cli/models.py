@@ -13,12 +13,13 @@ from ..errors import ConfigError, DataError
 from ..io import write_json
 from ..metrics import auc_sum, objective_table
 from ..models.formula import parse_objective_values
-from ..rankers import FormulaRanker, load_ranker, make_ranker, ranker_names, ranker_table
+from ..models.losses import LOSS_MEANING
+from ..rankers import RANKERS, FormulaRanker, load_ranker, make_ranker, ranker_names, ranker_table
 from ..ranking import METHODS
 from ..scoring import score_file
 from ..summary import markdown_table
 from ..train import Device, TrainConfig
-from ._common import DIR, FILE, cli, config_option, console, err_console, progress, rich_rows
+from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows
 
 __all__ = ["evaluate_cmd", "predict_cmd", "rankers_cmd", "train_cmd"]
 
@@ -67,21 +68,25 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
         raise ConfigError("give one of --model, --score-column or --formula")
     model = load_ranker(model_dir, device=device) if model_dir is not None else None
     cfg = load_config(config) if config or model is None else model.config_
-    table = read_table(data, cfg)
-    if table.labels is None:
-        raise DataError(f"{data}: no labels to evaluate against")
-    if model is not None:
-        ranking, described = model.predict(table), f"model {model_dir} ({model.name})"
-    elif score_column:
-        ranking, described = read_column(data, score_column), f"column {score_column!r}"
-    else:
-        exponents = parse_objective_values(formula, cfg.names) if formula else dict.fromkeys(cfg.names, 1.0)
-        fixed = FormulaRanker.fixed(table, exponents)
-        ranking = fixed.predict(table)
-        described = "prod " + " * ".join(f"p_{m}^{v:g}" for m, v in fixed.exponents_.items() if v)
-    groups = table.user if group == "user" else table.request
-    rows = objective_table(ranking, table.labels, cfg.names, group=groups)
-    total = auc_sum(ranking, table.labels, cfg.objective_weights)
+    with Reporter("evaluate: read", "steps", total=3) as rep:
+        table = read_table(data, cfg)
+        if table.labels is None:
+            raise DataError(f"{data}: no labels to evaluate against")
+        rep.update(1, description=f"evaluate: rank {len(table):,} rows")
+        if model is not None:
+            ranking, described = model.predict(table), f"model {model_dir} ({model.name})"
+        elif score_column:
+            ranking, described = read_column(data, score_column), f"column {score_column!r}"
+        else:
+            exponents = parse_objective_values(formula, cfg.names) if formula else dict.fromkeys(cfg.names, 1.0)
+            fixed = FormulaRanker.fixed(table, exponents)
+            ranking = fixed.predict(table)
+            described = "prod " + " * ".join(f"p_{m}^{v:g}" for m, v in fixed.exponents_.items() if v)
+        rep.update(2, description="evaluate: AUC and GAUC")
+        groups = table.user if group == "user" else table.request
+        rows = objective_table(ranking, table.labels, cfg.names, group=groups)
+        total = auc_sum(ranking, table.labels, cfg.objective_weights)
+        rep.update(3, description="evaluate: done")
     console.print(rich_rows(f"{described} on {data.name} ({len(table):,} rows)", rows))
     console.print(f"AUC-sum (weights {', '.join(f'{w:g}' for w in cfg.objective_weights)}): {total:.4f}")
     if json_out:
@@ -127,12 +132,17 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
         train_t, valid_t = table.split_by_time((0.8, 0.2))
     err_console.print(f"training {ranker} on {len(train_t):,} rows, validating on {len(valid_t):,}")
 
+    spec = RANKERS[ranker]
+    meaning = f" (= {LOSS_MEANING[spec.loss]})" if spec.loss in LOSS_MEANING else ""
+
     def show(r: dict[str, float]) -> None:
-        err_console.print(f"epoch {int(r['epoch'])}: loss {r['train_loss']:.4f}  valid AUC-sum "
+        err_console.print(f"epoch {int(r['epoch'])}: train loss {r['train_loss']:.4f}{meaning}  valid AUC-sum "
                           f"{r.get('valid_auc_sum', float('nan')):.4f}  {r['samples_per_s']:,.0f} samples/s",
                           highlight=False)
 
-    model.fit(train_t, valid=valid_t, run_dir=out, resume=resume, on_epoch=show)
+    with Reporter("train", "batches") as rep:
+        model.fit(train_t, valid=valid_t, run_dir=out, resume=resume, on_epoch=show,
+                  on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
     model.save(out)
     console.print(f"{ranker}: valid AUC-sum {model.score(valid_t):.4f}; saved to {out}")
 
@@ -153,11 +163,8 @@ def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, kee
     Labels and the time column are not needed; the output keeps the input's row order."""
     model = load_ranker(model_dir, device=device)
     cfg = load_config(config) if config else model.config_
-    total = _file_rows(data)
-    with progress() as bar:
-        task = bar.add_task("predict", total=total)
-        n = score_file(model, data, out, config=cfg, batch_rows=batch_rows, keep=keep,
-                       progress=lambda done: bar.update(task, completed=done))
+    with Reporter("predict", "rows", total=_file_rows(data)) as rep:
+        n = score_file(model, data, out, config=cfg, batch_rows=batch_rows, keep=keep, progress=rep.update)
     err_console.print(f"scored {n:,} rows -> {out}")
 
 

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..ranking import METHODS, Method, soft_auc_loss
 
-__all__ = ["LOSSES", "BCELoss", "LossName", "MultiLabelBCELoss", "PairwiseLogisticLoss", "RankLoss", "make_loss"]
+__all__ = ["LOSSES", "LOSS_MEANING", "BCELoss", "LossName", "MultiLabelBCELoss", "PairwiseLogisticLoss", "RankLoss",
+           "make_loss"]
 
 LossName = Literal["rank", "rank_group", "bce", "pairwise"]
 
@@ -105,6 +106,10 @@ class MultiLabelBCELoss(nn.Module):
     def forward(self, logits: Tensor, labels: Tensor, group: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
+
+#: what each loss's value is, for progress lines ("loss -0.81 (= -weighted mean soft AUC)")
+LOSS_MEANING = {"rank": "-weighted mean soft AUC", "rank_group": "-weighted mean soft GAUC",
+                "bce": "weighted mean BCE", "pairwise": "weighted mean pairwise logistic loss"}
 
 #: loss name -> factory(objective_weights, method, temperature); add a new ensemble loss here
 LOSSES: dict[str, Callable[[Sequence[float], Method, float | None], nn.Module]] = {

@@ -23,12 +23,13 @@ from ..metrics import auc_sum
 if TYPE_CHECKING:
     from ..train import TrainConfig
 
-__all__ = ["MODEL_FORMAT", "EpochCallback", "Ranker", "labels_of"]
+__all__ = ["MODEL_FORMAT", "BatchCallback", "EpochCallback", "Ranker", "labels_of"]
 
 #: version of model.json; 2 = networks standardise logits themselves (version 1 had no "format" key)
 MODEL_FORMAT = 2
 
 EpochCallback = Callable[[dict[str, float]], None]
+BatchCallback = Callable[[int, int, int], None]  # (epoch, batches done, batches in the epoch)
 
 
 def labels_of(table: Table, what: str) -> np.ndarray:
@@ -55,20 +56,21 @@ class Ranker(ABC):
         return factory(name=name, seed=train.seed, **options)
 
     def fit(self, train: Table, valid: Table | None = None, *, run_dir: str | Path | None = None,
-            resume: bool = False, on_epoch: EpochCallback | None = None) -> Ranker:
+            resume: bool = False, on_epoch: EpochCallback | None = None,
+            on_batch: BatchCallback | None = None) -> Ranker:
         """Fit on ``train``; ``valid`` drives early stopping / tuning. Returns self.
 
-        ``run_dir``, ``resume`` and ``on_epoch`` (per-epoch checkpoints, exact resume, progress) apply to
-        rankers trained in epochs; the others ignore them.
+        ``run_dir``, ``resume``, ``on_epoch`` and ``on_batch`` (per-epoch checkpoints, exact resume,
+        progress) apply to rankers trained in epochs; the others ignore them.
         """
         labels_of(train, f"{self.name}.fit")
         self.config_ = train.config
-        self._fit(train, valid, run_dir=run_dir, resume=resume, on_epoch=on_epoch)
+        self._fit(train, valid, run_dir=run_dir, resume=resume, on_epoch=on_epoch, on_batch=on_batch)
         return self
 
     @abstractmethod
     def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None, resume: bool,
-             on_epoch: EpochCallback | None) -> None: ...
+             on_epoch: EpochCallback | None, on_batch: BatchCallback | None) -> None: ...
 
     def check_table(self, table: Table) -> None:
         """Raise ConfigError if ``table`` lacks the objectives or feature columns this ranker was fitted on."""

@@ -12,7 +12,7 @@ from ..data import Table
 from ..errors import ConfigError, MissingDependencyError
 from ..metrics import auc_sum
 from ..models.formula import exponent_vector, weighted_product
-from .base import EpochCallback, Ranker, labels_of
+from .base import BatchCallback, EpochCallback, Ranker, labels_of
 
 __all__ = ["FormulaRanker"]
 
@@ -43,7 +43,7 @@ class FormulaRanker(Ranker):
         self.exponents = dict(exponents) if exponents is not None else None
 
     def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None, resume: bool,
-             on_epoch: EpochCallback | None) -> None:
+             on_epoch: EpochCallback | None, on_batch: BatchCallback | None) -> None:
         if self.exponents is not None:
             unknown = sorted(set(self.exponents) - set(train.objectives))
             if unknown:
@@ -80,7 +80,7 @@ class FormulaRanker(Ranker):
         """A fitted formula with the given exponents (unnamed objectives 0) for the objectives of ``table``."""
         r = cls(exponents=exponents, name=name)
         r.config_ = table.config
-        r._fit(table, None, run_dir=None, resume=False, on_epoch=None)
+        r._fit(table, None, run_dir=None, resume=False, on_epoch=None, on_batch=None)
         return r
 
     def _predict(self, table: Table) -> np.ndarray:

@@ -12,7 +12,7 @@ from ..errors import MissingDependencyError
 from ..features import logit
 from ..io import atomic_write
 from ..metrics import auc_sum
-from .base import EpochCallback, Ranker, labels_of
+from .base import BatchCallback, EpochCallback, Ranker, labels_of
 
 __all__ = ["LambdaMARTRanker", "tree_matrix", "tree_vocab"]
 
@@ -68,7 +68,7 @@ class LambdaMARTRanker(Ranker):
         return order, np.bincount(gid)
 
     def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None, resume: bool,
-             on_epoch: EpochCallback | None) -> None:
+             on_epoch: EpochCallback | None, on_batch: BatchCallback | None) -> None:
         lgb = _lightgbm()
         self.vocab_ = tree_vocab(train)
         m = len(train.objectives)

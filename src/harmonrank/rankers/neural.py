@@ -20,7 +20,7 @@ from ..io import atomic_write
 from ..models import LOSSES, NETWORKS, make_loss
 from ..models.common import LogitStandardizer
 from ..train import Device, TrainConfig, Trainer, predict_net, resolve_device
-from .base import EpochCallback, Ranker, labels_of
+from .base import BatchCallback, EpochCallback, Ranker, labels_of
 
 __all__ = ["NeuralRanker"]
 
@@ -79,7 +79,7 @@ class NeuralRanker(Ranker):
         return self.net_, self.loss_
 
     def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None, resume: bool,
-             on_epoch: EpochCallback | None) -> None:
+             on_epoch: EpochCallback | None, on_batch: BatchCallback | None) -> None:
         net, loss = self.build(train)
         metadata = {"ranker": self.name, "net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
                     "dataset_config": train.config.to_dict(), "encoder": self.encoder_.to_dict()}
@@ -88,6 +88,7 @@ class NeuralRanker(Ranker):
             self.encoder_.transform(train), labels_of(train, "fit"), train.request,
             self.encoder_.transform(valid) if valid is not None else None,
             labels_of(valid, "validation") if valid is not None else None, resume=resume, on_epoch=on_epoch,
+            on_batch=on_batch,
         )
         self.best_epoch_ = trainer.best_epoch
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import check_keys, load_config, read_toml, simulator_config
 from ..data import Table, read_table
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, MissingDependencyError
 from ..features import logit
 from ..metrics import auc, gauc, oracle_scores, paired_bootstrap
 from ..rankers import RANKERS, NeuralRanker, default_rankers, make_ranker, tree_matrix, tree_vocab
@@ -135,8 +135,11 @@ def observable_oracle(train: Table, test: Table) -> np.ndarray:
     personalised features) on train; their predictions go into the Bayes-optimal AUC-sum formula. Any
     ensemble's gap to the full oracle below this line is upstream noise no ensemble can remove.
     """
-    import lightgbm as lgb
-
+    try:
+        import lightgbm as lgb
+    except ModuleNotFoundError as err:
+        raise MissingDependencyError("the observable oracle needs lightgbm: pip install 'harmonrank[baselines]' "
+                                     "(or observable_oracle = false)") from err
     if train.truth is None or test.truth is None or test.labels is None:
         raise DataError("the observable oracle needs true_* columns (simulated data) and test labels")
     vocab = tree_vocab(train)
