@@ -26,7 +26,9 @@ from rich.progress import (
 from rich.table import Table as RichTable
 from rich.text import Text
 
-__all__ = ["DIR", "FILE", "Reporter", "cli", "config_option", "console", "err_console", "rich_rows"]
+from ..threads import set_threads
+
+__all__ = ["DIR", "FILE", "Reporter", "cli", "config_option", "console", "err_console", "rich_rows", "threads_option"]
 
 # wide tables when output is piped (CI logs, files); a terminal keeps its own width
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
@@ -38,6 +40,16 @@ DIR = click.Path(path_type=Path, file_okay=False)
 config_option = click.option(
     "--config", "-c", type=click.Path(path_type=Path, dir_okay=False), default=None,
     help="Dataset config (TOML). Default: the simulator's config.",
+)
+
+
+def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    set_threads(value)
+
+
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, expose_value=False, is_eager=True, callback=_apply_threads,
+    help="Threads for torch, BLAS and LightGBM. Default: $HARMONRANK_THREADS, else 1 (docs/performance.md).",
 )
 
 

@@ -10,7 +10,7 @@ from ..config import load_config
 from ..errors import ConfigError
 from ..io import write_json
 from ..summary import summarize_file, summary_markdown
-from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows
+from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows, threads_option
 
 __all__ = ["describe_cmd", "kuairand_cmd", "simulate_cmd", "upstream_cmd"]
 
@@ -31,6 +31,7 @@ def _parse_rates(items: list[str], objectives: tuple[str, ...]) -> dict[str, flo
 
 
 @cli.command("simulate")
+@threads_option
 @click.option("--out", "-o", type=FILE, required=True, help="Parquet file to write.")
 @click.option("--rows", type=int, default=200_000, help="Impressions to generate.")
 @click.option("--seed", type=int, default=0, help="Seed: fixes the whole dataset.")
@@ -74,6 +75,7 @@ def simulate_cmd(out: Path, rows: int, seed: int, users: int, streamers: int, mi
 
 
 @cli.command("describe")
+@threads_option
 @click.option("--data", "-d", type=FILE, required=True, help="Parquet or CSV file in the data contract.")
 @config_option
 @click.option("--max-rows", type=int, default=1_000_000, help="Summarise at most this many rows.")
@@ -88,6 +90,7 @@ def data_group() -> None:
 
 
 @data_group.command("kuairand")
+@threads_option
 @click.option("--src", type=DIR, required=True,
               help="KuaiRand folder (Pure, 1K or 27K layout): log_*.csv, user_features_*.csv, "
                    "video_features_basic_*.csv.")
@@ -108,6 +111,7 @@ def kuairand_cmd(src: Path, out: Path, log_kind: str, gap_minutes: float) -> Non
 
 
 @cli.command("upstream")
+@threads_option
 @click.option("--data", "-d", type=FILE, required=True, help="Labelled Parquet (e.g. from `data kuairand`).")
 @click.option("--out", "-o", type=FILE, required=True, help="Parquet to write: the input plus p_* columns.")
 @click.option("--folds", type=int, default=5, help="Cross-fitting folds.")

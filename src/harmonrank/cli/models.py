@@ -19,7 +19,7 @@ from ..ranking import METHODS
 from ..scoring import score_file
 from ..summary import markdown_table
 from ..train import Device, TrainConfig
-from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows
+from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows, threads_option
 
 __all__ = ["evaluate_cmd", "predict_cmd", "rankers_cmd", "train_cmd"]
 
@@ -39,6 +39,7 @@ device_option = click.option("--device", type=click.Choice(DEVICES), default="au
 
 
 @cli.command("rankers")
+@threads_option
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (as in docs/models.md).")
 def rankers_cmd(markdown: bool) -> None:
     """List every registered ranker: name, estimator, network, loss, description."""
@@ -50,6 +51,7 @@ def rankers_cmd(markdown: bool) -> None:
 
 
 @cli.command("evaluate")
+@threads_option
 @click.option("--data", "-d", type=FILE, required=True, help="Parquet or CSV file in the data contract.")
 @config_option
 @click.option("--score-column", default=None, help="Rank by this column (higher = better).")
@@ -95,6 +97,7 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 
 
 @cli.command("train")
+@threads_option
 @click.option("--data", "-d", type=FILE, required=True, help="Training data (Parquet/CSV, data contract).")
 @click.option("--valid", type=FILE, default=None,
               help="Validation data for early stopping. Default: the last 20% of --data by time.")
@@ -148,6 +151,7 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
 
 
 @cli.command("predict")
+@threads_option
 @click.option("--model", "-m", "model_dir", type=DIR, required=True, help="Run folder written by `harmonrank train`.")
 @click.option("--data", "-d", type=FILE, required=True, help="Data to score (labels not needed).")
 @config_option

@@ -7,12 +7,13 @@ from typing import Any
 
 import click
 
-from ._common import DIR, FILE, cli, console, err_console, rich_rows
+from ._common import DIR, FILE, cli, console, err_console, rich_rows, threads_option
 
 __all__ = ["benchmark_cmd", "demo_cmd"]
 
 
 @cli.command("demo")
+@threads_option
 @click.option("--out", "-o", type=DIR, default=Path("demo_out"),
               help="Results folder (report.md, results.json, plots).")
 def demo_cmd(out: Path) -> None:
@@ -34,6 +35,7 @@ def demo_cmd(out: Path) -> None:
 
 
 @cli.command("benchmark")
+@threads_option
 @click.option("--config", "-c", "bench_config", type=FILE, default=None,
               help="Benchmark TOML ([data], [train], [benchmark]); see benchmarks/configs/.")
 @click.option("--out", "-o", type=DIR, required=True, help="Results folder (report.md, results.json, plots).")

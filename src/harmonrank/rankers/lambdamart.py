@@ -12,6 +12,7 @@ from ..errors import MissingDependencyError
 from ..features import logit
 from ..io import atomic_write
 from ..metrics import auc_sum
+from ..threads import get_threads
 from .base import BatchCallback, EpochCallback, Ranker, labels_of
 
 __all__ = ["LambdaMARTRanker", "tree_matrix", "tree_vocab"]
@@ -78,7 +79,7 @@ class LambdaMARTRanker(Ranker):
         order, sizes = self._grouped(train)
         grade = np.rint(labels_of(train, "lambdamart") @ w).astype(int)[order]
         x = tree_matrix(train, self.vocab_)[order]
-        params: dict[str, Any] = dict(objective="lambdarank", random_state=self.seed, verbose=-1, n_jobs=2,
+        params: dict[str, Any] = dict(objective="lambdarank", random_state=self.seed, verbose=-1, n_jobs=get_threads(),
                                       label_gain=list(range(int(np.rint(w.sum())) + 2)), **self.params)
         if valid is not None:
             params["metric"] = "None"  # early stopping on our validation AUC-sum only, not LightGBM's ndcg

@@ -26,6 +26,7 @@ from ..features import logit
 from ..metrics import auc, gauc, oracle_scores, paired_bootstrap
 from ..rankers import RANKERS, NeuralRanker, default_rankers, make_ranker, tree_matrix, tree_vocab
 from ..ranking import Method
+from ..threads import get_threads
 from ..train import Device, TrainConfig
 from .simulate import SimulatorConfig, simulate
 
@@ -146,8 +147,8 @@ def observable_oracle(train: Table, test: Table) -> np.ndarray:
     xtr, xte = tree_matrix(train, vocab), tree_matrix(test, vocab)  # the inputs every ranker sees
     preds = []
     for m in range(train.truth.shape[1]):
-        reg = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.08, num_leaves=63, verbose=-1, n_jobs=2,
-                                random_state=0)
+        reg = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.08, num_leaves=63, verbose=-1,
+                                n_jobs=get_threads(), random_state=0)
         reg.fit(xtr, logit(train.truth[:, m]))
         preds.append(1.0 / (1.0 + np.exp(-np.asarray(reg.predict(xte), dtype=np.float64))))
     return oracle_scores(np.stack(preds, 1), test.labels, test.config.objective_weights)
