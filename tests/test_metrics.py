@@ -147,3 +147,26 @@ def test_oracle_scores_beat_every_other_linear_ranking_in_expectation() -> None:
     for k in range(m):
         assert best >= expected_auc_sum(q[:, k]) - 1e-9
     assert best >= expected_auc_sum(q.sum(1)) - 1e-9
+
+
+def test_bootstrap_over_seeds_pools_resamples_and_averages_the_differences() -> None:
+    from harmonrank.metrics import paired_bootstrap_seeds
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    y = (rng.random((n, 2)) < 0.2).astype(int)
+    group = np.repeat(np.arange(150), 20)
+    base = y @ [1.0, 1.0] + rng.normal(0, 1.5, n)
+    a = [base + rng.normal(0, 0.5, n) for _ in range(3)]
+    b = [base + rng.normal(0, 1.0, n) for _ in range(3)]
+    one = paired_bootstrap(a[0], b[0], y, group, n_boot=60, random_state=4)
+    same = paired_bootstrap_seeds(a[:1], b[:1], y, group, n_boot=60, random_state=4)
+    assert (one.difference, one.low, one.high, one.p_value) == (same.difference, same.low, same.high, same.p_value)
+    res = paired_bootstrap_seeds(a, b, y, group, n_boot=60, random_state=4)
+    per_seed = [auc_sum(s, y) - auc_sum(t, y) for s, t in zip(a, b, strict=True)]
+    assert res.difference == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert res.n_boot == 180 and res.n_seeds == 3 and res.low < res.difference < res.high
+    if res.p_value == 0:
+        assert res.p_text == "< 1/180"
+    with pytest.raises(DataError, match="same number"):
+        paired_bootstrap_seeds(a, b[:2], y, group)

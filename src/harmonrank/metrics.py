@@ -31,6 +31,7 @@ __all__ = [
     "objective_table",
     "oracle_scores",
     "paired_bootstrap",
+    "paired_bootstrap_seeds",
 ]
 
 
@@ -171,12 +172,18 @@ class BootstrapResult:
     low: float
     high: float
     level: float
-    n_boot: int
+    n_boot: int  # resamples in all (per seed x seeds)
     p_value: float  # two-sided: 2 * min(share of resamples <= 0, share >= 0)
+    n_seeds: int = 1
 
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
+
+    @property
+    def p_text(self) -> str:
+        """The p-value for a table: ``< 1/n_boot`` when no resample fell on the other side of zero."""
+        return f"< 1/{self.n_boot}" if self.p_value == 0 else f"{self.p_value:.3f}"
 
 
 def paired_bootstrap(
@@ -196,6 +203,61 @@ def paired_bootstrap(
     Each resample draws the groups with replacement; a row's weight is how often its group was drawn, and
     both rankers are evaluated with the same weights. Each ranker is sorted once, each resample costs O(n).
     """
+    point, d = _bootstrap_differences(scores_a, scores_b, labels, group, weights=weights, n_boot=n_boot,
+                                      level=level, random_state=random_state, chunk=chunk)
+    return _summarise([point], d, level)
+
+
+def paired_bootstrap_seeds(
+    scores_a: Sequence[np.ndarray],
+    scores_b: Sequence[np.ndarray],
+    labels: np.ndarray,
+    group: np.ndarray,
+    *,
+    weights: Sequence[float] | None = None,
+    n_boot: int = 200,
+    level: float = 0.95,
+    random_state: int = 0,
+) -> BootstrapResult:
+    """Paired bootstrap of the seed-mean ``AUC-sum(a) - AUC-sum(b)`` over several training seeds.
+
+    ``scores_a[k]`` and ``scores_b[k]`` are the two rankers trained with seed k, scored on the same rows.
+    Within each seed, ``n_boot`` resamples of whole groups give that seed's differences; the resamples of
+    all seeds are pooled, so the interval holds both the request sampling and the seed-to-seed spread. The
+    point estimate is the mean over seeds of the observed differences (the difference of the seed means).
+    """
+    if len(scores_a) != len(scores_b) or not scores_a:
+        raise DataError(f"need the same number (>= 1) of seeds for both rankers. Got {len(scores_a)} and "
+                        f"{len(scores_b)} instead.")
+    points, pooled = [], []
+    for k, (a, b) in enumerate(zip(scores_a, scores_b, strict=True)):
+        p, d = _bootstrap_differences(a, b, labels, group, weights=weights, n_boot=n_boot, level=level,
+                                      random_state=random_state + k)
+        points.append(p)
+        pooled.append(d)
+    return _summarise(points, np.concatenate(pooled), level)
+
+
+def _summarise(points: list[float], d: np.ndarray, level: float) -> BootstrapResult:
+    alpha = (1 - level) / 2
+    lo, hi = (float(q) for q in np.quantile(d, [alpha, 1 - alpha]))
+    p = min(1.0, 2.0 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
+    return BootstrapResult(float(np.mean(points)), lo, hi, level, int(d.size), p, len(points))
+
+
+def _bootstrap_differences(
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    labels: np.ndarray,
+    group: np.ndarray,
+    *,
+    weights: Sequence[float] | None,
+    n_boot: int,
+    level: float,
+    random_state: int,
+    chunk: int = 8,
+) -> tuple[float, np.ndarray]:
+    """Observed ``AUC-sum(a) - AUC-sum(b)`` and its ``n_boot`` group-resampled values."""
     y = np.asarray(labels, dtype=np.float64)
     if y.ndim == 1:
         y = y[:, None]
@@ -230,11 +292,7 @@ def paired_bootstrap(
         k = min(chunk, n_boot - start)
         counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=k).astype(np.float64)
         diffs.append(metric(counts[:, gid]))
-    d = np.concatenate(diffs)
-    alpha = (1 - level) / 2
-    lo, hi = (float(q) for q in np.quantile(d, [alpha, 1 - alpha]))
-    p = min(1.0, 2.0 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
-    return BootstrapResult(point, float(lo), float(hi), level, n_boot, p)
+    return point, np.concatenate(diffs)
 
 
 def oracle_scores(truth: np.ndarray, labels: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:

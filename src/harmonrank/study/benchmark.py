@@ -23,7 +23,7 @@ from ..config import check_keys, load_config, read_toml, simulator_config
 from ..data import Table, read_table
 from ..errors import ConfigError, DataError, MissingDependencyError
 from ..features import logit
-from ..metrics import auc, gauc, oracle_scores, paired_bootstrap
+from ..metrics import auc, gauc, oracle_scores, paired_bootstrap_seeds
 from ..rankers import RANKERS, NeuralRanker, default_rankers, make_ranker, tree_matrix, tree_vocab
 from ..ranking import Method
 from ..threads import get_threads
@@ -222,6 +222,8 @@ def run_benchmark(
             scores.setdefault(name, {})[seed] = s
             row = {"ranker": name, "seed": seed, "fit_seconds": secs, **_metrics(test, s),
                    "valid_auc_sum": ranker.score(valid)}
+            if isinstance(ranker, NeuralRanker):  # the model kept is the best validation epoch's
+                row["best_epoch"], row["epochs"] = ranker.best_epoch_, len(ranker.history_)
             per_seed.append(row)
             say(f"seed {seed} {name:<20} test AUC-sum {row['auc_sum']:.4f}  ({secs:.0f}s)")
             if seed == cfg.seeds[0]:
@@ -239,26 +241,29 @@ def run_benchmark(
             agg[k] = float(np.nanmean(vals))
             agg[f"{k}_std"] = float(np.nanstd(vals))
         agg["fit_seconds"] = float(np.mean([r["fit_seconds"] for r in rows]))
+        agg["deterministic"] = len(rows) > 1 and len({r["auc_sum"] for r in rows}) == 1  # seed changes nothing
+        if all("best_epoch" in r for r in rows):
+            agg["best_epochs"] = [r["best_epoch"] for r in rows]
+            agg["epochs_run"] = [r["epochs"] for r in rows]
         summary.append(agg)
-    # paired bootstrap vs the baseline, on the first seed's models (same test requests for both)
+    # paired bootstrap vs the baseline over every seed: requests resampled within each seed, pooled
     seed0 = cfg.seeds[0]
+
+    test_labels = test.labels
+
+    def compare(a: str, b: str) -> dict[str, Any]:
+        res = paired_bootstrap_seeds([scores[a][s] for s in cfg.seeds], [scores[b][s] for s in cfg.seeds],
+                                     test_labels, test.request, weights=weights, n_boot=cfg.n_boot,
+                                     random_state=seed0)
+        return asdict(res) | {"excludes_zero": res.excludes_zero, "p_text": res.p_text}
+
     boot: dict[str, Any] = {}
     if cfg.baseline in scores:
-        for name in cfg.rankers:
-            if name == cfg.baseline:
-                continue
-            res = paired_bootstrap(scores[name][seed0], scores[cfg.baseline][seed0], test.labels, test.request,
-                                   weights=weights, n_boot=cfg.n_boot, random_state=seed0)
-            boot[name] = asdict(res) | {"excludes_zero": res.excludes_zero}
-    # HarmonRank against every other ranker, same way (first seed)
+        boot = {name: compare(name, cfg.baseline) for name in cfg.rankers if name != cfg.baseline}
+    # HarmonRank against every other ranker, the same way
     versus: dict[str, Any] = {}
     if "harmonrank" in scores:
-        for name in cfg.rankers:
-            if name == "harmonrank":
-                continue
-            res = paired_bootstrap(scores["harmonrank"][seed0], scores[name][seed0], test.labels, test.request,
-                                   weights=weights, n_boot=cfg.n_boot, random_state=seed0)
-            versus[name] = asdict(res) | {"excludes_zero": res.excludes_zero}
+        versus = {name: compare("harmonrank", name) for name in cfg.rankers if name != "harmonrank"}
     # oracle rows and replay (simulated data only)
     oracle: dict[str, Any] = {}
     replay_rows: list[dict[str, Any]] = []

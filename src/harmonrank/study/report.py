@@ -35,28 +35,34 @@ def plot_trade_off(results: dict[str, Any], path: Path) -> None:
     if len(objs) < 2:
         return
     main, others = objs[0], objs[1:]
-    fig, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 4.5), squeeze=False)
+    # rankers are told apart by a legend (colour + marker), not by text next to points that collide
+    fig, axes = plt.subplots(1, len(others), figsize=(4.6 * len(others) + 2.4, 4.6), squeeze=False,
+                             layout="constrained")
+    markers = "osD^v<>ph"
     for ax, other in zip(axes[0], others, strict=True):
-        for row in results["summary"]:
+        for k, row in enumerate(results["summary"]):
             star = row["ranker"] == "harmonrank"
-            ax.scatter(row[f"auc_{other}"], row[f"auc_{main}"], s=80 if star else 35,
-                       marker="*" if star else "o", zorder=3)
-            ax.annotate(row["ranker"], (row[f"auc_{other}"], row[f"auc_{main}"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.scatter(row[f"auc_{other}"], row[f"auc_{main}"], s=140 if star else 40, zorder=3,
+                       marker="*" if star else markers[k % len(markers)], label=row["ranker"],
+                       edgecolors="black" if star else "none", linewidths=0.5)
         if results["sweep"]:
             xs = [r[f"auc_{other}"] for r in results["sweep"]]
             ys = [r[f"auc_{main}"] for r in results["sweep"]]
-            ax.plot(xs, ys, "-", color="grey", lw=1, zorder=2)
+            ax.plot(xs, ys, "-", color="grey", lw=1, zorder=2, label="HarmonRank, weight sweep")
             for r, x, y in zip(results["sweep"], xs, ys, strict=True):
-                ax.annotate(f"w={r['weight']:g}", (x, y), fontsize=6, color="grey", xytext=(-10, -9),
+                ax.annotate(f"{r['weight']:g}", (x, y), fontsize=6, color="dimgrey", xytext=(4, -8),
                             textcoords="offset points")
+        ax.margins(0.12)
         ax.set_xlabel(f"{other} AUC")
         ax.set_ylabel(f"{main} AUC")
         ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=7)
     title = "Trade-off on the test slice (mean over seeds)"
     if results["sweep"]:
-        title += f"; grey: HarmonRank sweeping the {results['config']['sweep_objective']} weight (first seed)"
-    fig.suptitle(title)
+        title += (f"\ngrey: HarmonRank retrained with the {results['config']['sweep_objective']} objective weight "
+                  "at each labelled value (first seed)")
+    fig.suptitle(title, fontsize=9)
     _save_fig(fig, path)
 
 
@@ -73,34 +79,49 @@ def plot_attention(results: dict[str, Any], path: Path) -> None:
     names = results["objectives"]
     panels = [("label correlation (test)", np.array(results["label_correlation"]))]
     panels += [(f"attention: {k}", np.array(v)) for k, v in att.items()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
-    for ax, (title, mat) in zip(axes[0], panels, strict=True):
-        im = ax.imshow(mat, cmap="viridis")
+    # one colour scale for all attention panels (one colorbar at the right), its own for the correlations;
+    # constrained layout keeps every colorbar clear of the next panel's labels
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 1.2, 3.8), squeeze=False,
+                             layout="constrained")
+    att_max = max(float(np.max(m)) for _, m in panels[1:])
+    for k, (ax, (title, mat)) in enumerate(zip(axes[0], panels, strict=True)):
+        im = ax.imshow(mat, cmap="viridis", vmin=0 if k else -1, vmax=att_max if k else 1)
         ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_yticks(range(len(names)), names if k == 0 or k == 1 else [""] * len(names), fontsize=7)
         ax.set_title(title, fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        if k == 0:
+            fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r")
+        elif k == len(panels) - 1:
+            fig.colorbar(im, ax=list(axes[0][1:]), shrink=0.8, label="attention weight")
     fig.suptitle("Rows attend to columns: what the alignment step learned", fontsize=9)
     _save_fig(fig, path)
 
 
 def plot_curves(results: dict[str, Any], path: Path) -> None:
-    """Validation AUC-sum per epoch of each neural ranker (first seed)."""
+    """Validation AUC-sum per epoch of each neural ranker (first seed), the kept (best) epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not results["histories"]:
         return
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
     for name, hist in results["histories"].items():
-        xs = [h["epoch"] for h in hist if "valid_auc_sum" in h]
-        ax.plot(xs, [h["valid_auc_sum"] for h in hist if "valid_auc_sum" in h], marker="o", ms=3, label=name)
+        pts = [(h["epoch"], h["valid_auc_sum"]) for h in hist if "valid_auc_sum" in h]
+        if not pts:
+            continue
+        line, = ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=name)
+        best = max(pts, key=lambda p: p[1])
+        ax.plot(*best, marker="*", ms=11, color=line.get_color(), markeredgecolor="black", markeredgewidth=0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation AUC-sum")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    seed = results["config"]["seeds"][0]
+    ax.set_title(f"Validation AUC-sum per epoch, seed {seed} (star: the epoch kept)", fontsize=9)
     _save_fig(fig, path)
 
 
@@ -121,8 +142,9 @@ def verdict(results: dict[str, Any]) -> list[str]:
     b = results["bootstrap_vs_baseline"].get("harmonrank")
     if b:
         ci_says = "excludes zero" if b["excludes_zero"] else "does **not** exclude zero"
-        out.append(f"- vs {base}: AUC-sum difference {b['difference']:+.4f}, 95% CI "
-                   f"[{b['low']:+.4f}, {b['high']:+.4f}] ({ci_says}; first seed, {b['n_boot']} request resamples).")
+        out.append(f"- vs {base}: AUC-sum difference {b['difference']:+.4f} (mean over {b.get('n_seeds', 1)} seeds), "
+                   f"95% CI [{b['low']:+.4f}, {b['high']:+.4f}] ({ci_says}; {b['n_boot']} request resamples "
+                   "pooled over the seeds).")
     ora = results["oracle"]
     if ora and "formula" in summ:
         f = summ["formula"]["auc_sum"]
@@ -143,8 +165,10 @@ def verdict(results: dict[str, Any]) -> list[str]:
                       ("harmonrank_no_user", "personalisation")):
         if abl in summ:
             d = hr - summ[abl]["auc_sum"]
+            b = results.get("harmonrank_vs", {}).get(abl)
+            ci = f" (95% CI [{b['low']:+.4f}, {b['high']:+.4f}])" if b else ""
             out.append(f"- Ablation without {what} ({abl}): AUC-sum {summ[abl]['auc_sum']:.4f}, "
-                       f"so {what} buys {d:+.4f}.")
+                       f"so {what} buys {d:+.4f}{ci}; both at their best validation epoch.")
     return out
 
 
@@ -174,11 +198,22 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
         "",
         "Test positives: " + ", ".join(f"{o} {n:,}" for o, n in results["test_positives"].items()) + ".",
         "",
+        "**Definitions.** *AUC-sum*: the sum over objectives of the objective weight times the AUC of the ONE "
+        "ensemble score against that objective's labels (ties count 1/2). *GAUC*: the AUC inside each user, "
+        "averaged with impression weights over users having both classes. *Δ [95% CI]*: the mean over seeds of "
+        "a ranker's test AUC-sum minus the baseline's, with a paired bootstrap over test requests run within "
+        "each seed and pooled, so the interval holds both request sampling and seed spread. *Oracle* "
+        "(simulated data): ranking by the true probabilities; the *observable oracle* estimates the best "
+        "ranking reachable from the ensemble's own inputs. *Replay*: each request's top "
+        f"{cfg['replay_k']} are exposed with 1/log2(1 + position) decay and the expected outcomes summed from "
+        "the true probabilities (a simulated A/B test). *Gap closed*: (ranker - formula) / (oracle - formula) "
+        "in AUC-sum. Neural rankers are evaluated at their best validation epoch (column *best epoch*).",
+        "",
         "## Verdict",
         "",
         *verdict(results),
         "",
-        "## Test AUC per objective (mean over seeds) and AUC-sum (mean ± std)",
+        "## Test AUC per objective (mean over seeds) and AUC-sum (mean ± std over seeds)",
         "",
     ]
     rows = []
@@ -186,28 +221,34 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
     for r in results["summary"]:
         row: dict[str, Any] = {"ranker": r["ranker"]}
         row.update({o: r[f"auc_{o}"] for o in objs})
-        row["AUC-sum"] = f"{r['auc_sum']:.4f} ± {r['auc_sum_std']:.4f}"
+        spread = "deterministic" if r.get("deterministic") else f"± {r['auc_sum_std']:.4f}"
+        row["AUC-sum"] = f"{r['auc_sum']:.4f} {spread}"
         row["GAUC-sum"] = r["gauc_sum"]
         b = boot.get(r["ranker"])
         row[f"Δ vs {base} [95% CI]"] = (f"{b['difference']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]"
                                         if b else "—")
+        row["best epoch"] = ("/".join(f"{e}" for e in r["best_epochs"]) + " of " +
+                             "/".join(f"{e}" for e in r["epochs_run"])) if "best_epochs" in r else "—"
         row["fit s"] = f"{r['fit_seconds']:.0f}"
         rows.append(row)
     ora = results["oracle"]
     if ora:
         rows.append({"ranker": "oracle, per objective (true_m for each m)",
                      **{o: ora["per_objective"][f"auc_{o}"] for o in objs},
-                     "AUC-sum": f"{ora['per_objective']['auc_sum']:.4f} (bound)", "GAUC-sum": "", "fit s": ""})
+                     "AUC-sum": f"{ora['per_objective']['auc_sum']:.4f} (bound)", "GAUC-sum": "", "best epoch": "",
+                     "fit s": ""})
         for key, label in (("auc_sum_oracle", "oracle, AUC-sum optimal single score"),
                            ("observable_oracle", "observable oracle (from the ensemble's inputs)")):
             if key in ora:
                 o_row = ora[key]
                 rows.append({"ranker": label, **{o: o_row[f"auc_{o}"] for o in objs},
-                             "AUC-sum": f"{o_row['auc_sum']:.4f}", "GAUC-sum": o_row["gauc_sum"], "fit s": ""})
+                             "AUC-sum": f"{o_row['auc_sum']:.4f}", "GAUC-sum": o_row["gauc_sum"], "best epoch": "",
+                             "fit s": ""})
     lines.append(markdown_table(rows))
     versus = results.get("harmonrank_vs", {})
     if versus:
-        lines += ["", "## HarmonRank against each ranker (paired bootstrap over test requests, first seed)", ""]
+        lines += ["", "## HarmonRank against each ranker (paired bootstrap over test requests, all seeds pooled)",
+                  ""]
         vrows = []
         for name, b in versus.items():
             if b["low"] > 0:
@@ -217,7 +258,7 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
             else:
                 said = "no significant difference"
             vrows.append({"vs": name, "Δ AUC-sum": b["difference"], "95% CI low": b["low"],
-                          "95% CI high": b["high"], "p": b["p_value"], "verdict": said})
+                          "95% CI high": b["high"], "p": b.get("p_text", b["p_value"]), "verdict": said})
         lines.append(markdown_table(vrows))
     lines += ["", "## Test GAUC per objective (by user, mean over seeds)", ""]
     lines.append(markdown_table([{"ranker": r["ranker"], **{o: r[f"gauc_{o}"] for o in objs},
