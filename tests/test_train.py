@@ -88,3 +88,18 @@ def test_resume_refuses_what_it_cannot_continue_exactly(splits, tmp_path: Path) 
     same = NeuralRanker(net="one_step", loss="rank", train=TrainConfig(max_epochs=2, seed=1))
     with pytest.raises(HarmonRankError, match="died between"):
         same.fit(train, valid=valid, run_dir=run, resume=True)
+
+
+@pytest.mark.parametrize(("values", "smoothing", "expected"), [
+    ([4.94, 4.82, 4.77], 1.0, 2),  # falling: the raw rule and the smoothed rule agree
+    ([4.94, 4.82, 4.77], 0.5, 2),
+    ([5.050, 5.045, 5.052, 5.046], 1.0, 1),  # raw: 5.052 counts as a new best, the next epoch does not
+    ([5.050, 5.060, 5.050, 5.062, 5.049], 0.5, 1),  # noisy but rising: the EMA rose at epoch 4
+])
+def test_early_stopping_watches_a_smoothed_metric(values: list[float], smoothing: float, expected: int) -> None:
+    from harmonrank.train import Trainer
+
+    net = torch.nn.Linear(1, 1)
+    trainer = Trainer(net, torch.nn.MSELoss(), TrainConfig(smoothing=smoothing, min_delta=1e-4, device="cpu"), (1.0,))
+    trainer.history = [{"epoch": i + 1, "valid_auc_sum": v} for i, v in enumerate(values)]
+    assert trainer.epochs_without_improvement() == expected

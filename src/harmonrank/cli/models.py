@@ -108,7 +108,11 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 @click.option("--epochs", type=int, default=10, help="Most epochs (neural rankers).")
 @click.option("--batch-size", type=int, default=4096, help="Impressions per batch (whole requests).")
 @click.option("--lr", type=float, default=3e-3, help="AdamW learning rate.")
-@click.option("--patience", type=int, default=3, help="Epochs without a better valid AUC-sum before stopping.")
+@click.option("--patience", type=int, default=3,
+              help="Stop after this many epochs without the smoothed valid AUC-sum rising by --min-delta.")
+@click.option("--smoothing", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+              help="EMA weight of the newest epoch in the smoothed valid AUC-sum (1: no smoothing).")
+@click.option("--min-delta", type=click.FloatRange(min=0), default=1e-4, help="Smallest rise that counts.")
 @click.option("--seed", type=int, default=0, help="Seed: fixes initialisation and batch order.")
 @click.option("--weights", default=None,
               help="Objective weights in the AUC-sum (and the losses), e.g. 'buy=2,follow=1'; others keep theirs.")
@@ -119,13 +123,15 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 @device_option
 @click.option("--resume", is_flag=True, help="Continue a killed run from the last checkpoint in --out.")
 def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, out: Path, epochs: int,
-              batch_size: int, lr: float, patience: int, seed: int, weights: str | None, loss_method: Any,
+              batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
+              weights: str | None, loss_method: Any,
               temperature: float | None, device: Device, resume: bool) -> None:
     """Train a ranker on a dataset and save it to a run folder."""
     cfg = load_config(config)
     if weights:
         cfg = cfg.with_objective_weights(parse_objective_values(weights, cfg.names, what="--weights"))
-    tcfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+    tcfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, smoothing=smoothing,
+                       min_delta=min_delta, seed=seed,
                        loss_method=loss_method, temperature=temperature, device=device)
     model = make_ranker(ranker, tcfg)
     table = read_table(data, cfg)

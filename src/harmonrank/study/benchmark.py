@@ -54,6 +54,8 @@ class BenchmarkConfig:
     lr_grid: tuple[float, ...] = (1e-3, 3e-3)  # each neural ranker picks its lr on valid (first seed)
     patience: int = 3
     weight_decay: float = 1e-4
+    smoothing: float = 0.5  # early stopping on an EMA of the validation AUC-sum (1: raw)
+    min_delta: float = 1e-4
     loss_method: Method = "pl"  # soft-AUC operator of the rank losses
     temperature: float | None = None  # its relative temperature (None: the operator's default)
     device: Device = "auto"
@@ -88,7 +90,8 @@ class BenchmarkConfig:
     def train_config(self, **changes: Any) -> TrainConfig:
         """The TrainConfig every neural ranker of this benchmark starts from (``changes``: seed, lr ...)."""
         base = TrainConfig(max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
-                           patience=self.patience, weight_decay=self.weight_decay, loss_method=self.loss_method,
+                           patience=self.patience, weight_decay=self.weight_decay, smoothing=self.smoothing,
+                           min_delta=self.min_delta, loss_method=self.loss_method,
                            temperature=self.temperature, device=self.device)
         return replace(base, **changes)
 

@@ -191,8 +191,9 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
         f"Seeds {', '.join(map(str, cfg['seeds']))}; neural rankers: AdamW, learning rate chosen per ranker on "
         f"valid from {{{', '.join(f'{x:g}' for x in cfg['lr_grid'])}}} (first seed; chosen: "
         + ", ".join(f"{k} {v:g}" for k, v in results.get("chosen_lr", {}).items()) + f"), batch "
-        f"{cfg['batch_size']:,}, up to {cfg['max_epochs']} epochs, early stopping on validation AUC-sum "
-        f"(patience {cfg['patience']}). Formula: {cfg['formula_trials']} Optuna TPE trials. "
+        f"{cfg['batch_size']:,}, up to {cfg['max_epochs']} epochs, early stopping when an EMA (weight "
+        f"{cfg.get('smoothing', 1.0):g}) of the validation AUC-sum has not risen by {cfg.get('min_delta', 1e-6):g} "
+        f"for {cfg['patience']} epochs, the best epoch kept. Formula: {cfg['formula_trials']} Optuna TPE trials. "
         f"Objective weights: {', '.join(f'{o} {w:g}' for o, w in zip(objs, results['weights'], strict=True))}. "
         f"Run time {results['seconds'] / 60:.1f} min.",
         "",

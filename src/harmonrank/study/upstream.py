@@ -114,7 +114,7 @@ def _fit_one(cats: np.ndarray, nums: np.ndarray, y: np.ndarray, vocab: tuple[int
     net = MMoE(vocab, nums.shape[1], y.shape[1], cfg)
     train_cfg = TrainConfig(max_epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                             weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, grad_clip=0.0,
-                            batch_by="row", device="cpu")
+                            batch_by="row", device="cpu", smoothing=1.0, min_delta=1e-6)
     trainer = Trainer(net, MultiLabelBCELoss(), train_cfg, objective_weights=(), metric=_neg_bce)
     trainer.fit(_batch(cats[tr], nums[tr]), y[tr], np.arange(len(tr)), _batch(cats[va], nums[va]), y[va])
     return net
