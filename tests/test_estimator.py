@@ -70,3 +70,25 @@ def test_predict_checks_the_data_matches_the_model(splits) -> None:  # type: ign
                                   numeric=test.config.numeric)
     with pytest.raises(ConfigError, match="trained on objectives"):
         r.predict(replace(test, config=fewer, scores=test.scores[:, :2]))
+
+
+def test_lambdamart_gains_follow_the_auc_normalisation(splits) -> None:  # type: ignore[no-untyped-def]
+    from harmonrank.rankers import LambdaMARTRanker
+
+    train, _, _ = splits
+    r = LambdaMARTRanker()
+    eye = np.eye(len(train.objectives), dtype=int)  # one positive objective per row
+    (labels,), gains = r._grades(train, [eye])
+    pi = train.labels.mean(0)
+    got = np.array(gains)[labels]
+    want = 1 / (pi * (1 - pi))
+    np.testing.assert_allclose(got / got.min(), want / want.min(), rtol=1e-9)  # a buy pair weighs 1/(pi(1-pi))
+    with pytest.raises(ConfigError, match="grouping"):
+        LambdaMARTRanker(grouping="user")  # type: ignore[arg-type]
+
+
+def test_lambdamart_random_groups_make_the_seed_matter(splits) -> None:  # type: ignore[no-untyped-def]
+    train, valid, test = splits
+    a = make_ranker("lambdamart", replace(FAST, seed=0), n_estimators=30, group_sizes=(500,)).fit(train, valid=valid)
+    b = make_ranker("lambdamart", replace(FAST, seed=1), n_estimators=30, group_sizes=(500,)).fit(train, valid=valid)
+    assert not np.array_equal(a.predict(test), b.predict(test))
