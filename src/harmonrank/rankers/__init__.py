@@ -132,7 +132,8 @@ def _neural(name: str, net: str, loss: str, description: str, **net_options: Any
 # the built-in rankers, baselines first (the benchmark's table order)
 register_ranker(RankerSpec("formula", FormulaRanker,
                            "weighted-product formula, exponents by Bayesian optimisation (Optuna TPE)"))
-register_ranker(RankerSpec("lambdamart", LambdaMARTRanker, "LambdaMART (LightGBM lambdarank), AUC-weighted gains, random groups"))
+register_ranker(RankerSpec("lambdamart", LambdaMARTRanker,
+                           "LambdaMART (LightGBM lambdarank), AUC-weighted gains, random groups"))
 _neural("pairwise", "one_step", "pairwise", "RankNet-style pairwise logistic over positive-negative pairs")
 _neural("one_step_bce", "one_step", "bce", "baseline: one-step ensemble net + per-objective BCE")
 _neural("one_step_rank", "one_step", "rank", "ablation: one-step net + soft AUC-sum loss (no two-step)")
