@@ -200,3 +200,17 @@ def test_docs_ranker_table_is_the_registry(capsys) -> None:  # type: ignore[no-u
     table = doc.split("<!-- rankers:begin -->\n")[1].split("\n<!-- rankers:end -->")[0]
     assert run(["rankers", "--markdown"]) == 0
     assert capsys.readouterr().out.strip() == table.strip()
+
+
+def test_threads_option_sets_torch_blas_and_lightgbm(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from threadpoolctl import threadpool_info
+
+    from harmonrank.threads import get_threads
+
+    assert run(["rankers", "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1 and get_threads() == 1
+    assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    monkeypatch.setenv("HARMONRANK_THREADS", "many")
+    assert run(["rankers"]) == 2
+    assert "HARMONRANK_THREADS must be a positive integer" in capsys.readouterr().err
+    assert run(["rankers", "--threads", "0"]) == 2
