@@ -115,7 +115,15 @@ def test_product_path_never_imports_the_study_path() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and "study" in node.module.split("."):
                 offenders.append(f"{rel}: from {'.' * node.level}{node.module}")
+            if isinstance(node, ast.Import) and any("study" in a.name.split(".") for a in node.names):
+                offenders.append(f"{rel}: import {', '.join(a.name for a in node.names)}")
     assert not offenders
+    code = "import sys, harmonrank.rankers, harmonrank.scoring; print(any('study' in m for m in sys.modules))"
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # importing the product path loads nothing of the study path
 
 
 def _format1_table():  # type: ignore[no-untyped-def]

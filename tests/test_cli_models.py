@@ -113,3 +113,21 @@ def test_missing_extra_names_the_install_command(sim_path: Path, tmp_path: Path,
     monkeypatch.setitem(sys.modules, module, None)  # as if the baselines extra were not installed
     assert run(["train", "-d", str(sim_path), "-r", ranker, "-o", str(tmp_path / "r")]) == 2
     assert "pip install 'harmonrank[baselines]'" in capsys.readouterr().err
+
+
+def test_predict_keeps_large_int_ids_with_nulls_exactly(sim_path: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "f"
+    assert run(["train", "-d", str(sim_path), "-r", "formula", "-o", str(run_dir)]) == 0
+    src = pq.read_table(sim_path)
+    ids = [None if i % 7 == 0 else 2**60 + i for i in range(src.num_rows)]
+    data = tmp_path / "ids.parquet"
+    pq.write_table(src.set_column(src.column_names.index("streamer_id"), "streamer_id", pa.array(ids, pa.int64())),
+                   data, row_group_size=6000)
+    out = tmp_path / "p.parquet"
+    assert run(["predict", "-m", str(run_dir), "-d", str(data), "-o", str(out), "--batch-rows", "5000"]) == 0
+    got = pq.read_table(out)["streamer_id"]
+    assert got.type == pa.int64() and got.to_pylist() == ids
+    no_item = tmp_path / "no_item.parquet"  # the item column is passed through when present, not required
+    pq.write_table(src.drop(["streamer_id"]), no_item)
+    assert run(["predict", "-m", str(run_dir), "-d", str(no_item), "-o", str(tmp_path / "q.parquet")]) == 0
+    assert pq.read_table(tmp_path / "q.parquet").column_names == ["request_id", "user_id", "score"]

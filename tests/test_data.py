@@ -130,16 +130,20 @@ def test_atomic_write_cleans_what_a_killed_writer_left_and_uses_the_usual_mode(t
 
     from safetensors.torch import save_file
 
-    from harmonrank.io import atomic_write
+    from harmonrank.io import _HOST, atomic_write
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".scores.parquet.{int(dead.stdout)}.abc123.tmp"  # as a kill -9 during predict leaves it
+    stale = tmp_path / f".scores.parquet.{_HOST}-{int(dead.stdout)}.abc123.tmp"  # as kill -9 during predict leaves it
     stale.write_text("partial")
-    mine = tmp_path / f".scores.parquet.{os.getpid()}.live.tmp"  # a live writer's file is left alone
-    mine.write_text("in progress")
+    keep = [tmp_path / f".scores.parquet.{_HOST}-{os.getpid()}.live.tmp",  # a live writer's file
+            tmp_path / f".scores.parquet.other-host-{int(dead.stdout)}.x.tmp",  # another machine's writer
+            tmp_path / f".scores.parquet.5.{_HOST}-{int(dead.stdout)}.y.tmp"]  # a temporary of scores.parquet.5
+    for k in keep:
+        k.write_text("in progress")
     with atomic_write(tmp_path / "scores.parquet") as tmp:
         tmp.write_text("done")
-    assert not stale.exists() and mine.exists() and (tmp_path / "scores.parquet").read_text() == "done"
+    assert not stale.exists() and all(k.exists() for k in keep)
+    assert (tmp_path / "scores.parquet").read_text() == "done"
     import torch
 
     with atomic_write(tmp_path / "model.safetensors") as tmp:

@@ -6,6 +6,8 @@ in, one score per row out) and rankers (``make_ranker("harmonrank").fit(train, v
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .config import DatasetConfig, Objective, load_config, simulator_config
 from .data import Table, iter_tables, read_table
 from .errors import ConfigError, DataError, HarmonRankError, MissingDependencyError, SoftRankError
@@ -24,9 +26,11 @@ from .rankers import (
     register_ranker,
 )
 from .ranking import soft_auc, soft_auc_loss, soft_rank
-from .scoring import score_file, score_table
-from .study.simulate import SimulatorConfig, simulate, simulate_table
+from .scoring import evaluate_file, score_file, score_table
 from .train import TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    from .study.simulate import SimulatorConfig, simulate, simulate_table
 
 __all__ = [
     "BootstrapResult",
@@ -54,6 +58,7 @@ __all__ = [
     "Trainer",
     "auc",
     "auc_sum",
+    "evaluate_file",
     "gauc",
     "iter_tables",
     "load_config",
@@ -77,3 +82,14 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_STUDY = {"SimulatorConfig", "simulate", "simulate_table"}
+
+
+def __getattr__(name: str) -> Any:
+    """The simulator (study path) loads on first use, so importing the product path never imports it."""
+    if name in _STUDY:
+        from .study import simulate as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'harmonrank' has no attribute {name!r}")

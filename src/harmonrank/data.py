@@ -25,6 +25,7 @@ from .errors import DataError
 __all__ = [
     "Table",
     "check_both_classes",
+    "column_names",
     "concat_tables",
     "iter_tables",
     "read_column",
@@ -47,7 +48,8 @@ class Table:
     time : ndarray of shape (n,) or None.
     truth : ndarray of shape (n, M) or None — ``true_*`` (simulated data only).
     features : dict name -> ndarray of shape (n,); categorical ones as str, numeric as float64.
-    extra : dict name -> ndarray of shape (n,) — columns read only to be passed through (``keep=``).
+    extra : dict name -> pyarrow Array of length n — columns read only to be passed through (``keep=``),
+        kept as Arrow so ids keep their exact type (an int64 id with nulls does not become float).
     """
 
     config: DatasetConfig
@@ -58,7 +60,7 @@ class Table:
     time: np.ndarray | None = None
     truth: np.ndarray | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, pa.Array] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -82,7 +84,7 @@ class Table:
             time=sub(self.time),
             truth=sub(self.truth),
             features={k: v[index] for k, v in self.features.items()},
-            extra={k: v[index] for k, v in self.extra.items()},
+            extra={k: v.take(pa.array(np.arange(len(self))[index])) for k, v in self.extra.items()},
         )
 
     def split_by_time(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> list[Table]:
@@ -311,7 +313,7 @@ def _batch_to_table(
         time=time,
         truth=truth,
         features=features,
-        extra={c: np.asarray(col[c].to_numpy(zero_copy_only=False)) for c in keep},
+        extra={c: col[c] for c in keep},
     )
 
 
@@ -331,7 +333,7 @@ def concat_tables(parts: list[Table]) -> Table:
         time=cat(lambda p: p.time),
         truth=cat(lambda p: p.truth),
         features={k: np.concatenate([p.features[k] for p in parts]) for k in first.features},
-        extra={k: np.concatenate([p.extra[k] for p in parts]) for k in first.extra},
+        extra={k: pa.concat_arrays([p.extra[k] for p in parts]) for k in first.extra},
     )
 
 
@@ -386,6 +388,17 @@ def check_both_classes(table: Table, source: str = "data") -> None:
         raise DataError(
             f"{source}: {len(bad)} objective(s) need both classes to be ranked: " + "; ".join(bad)
         )
+
+
+def column_names(path: str | Path) -> list[str]:
+    """The column names of a Parquet/CSV file (read from its footer / header only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist")
+    try:
+        return _schema_names(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"cannot read {str(path)!r} as {path.suffix[1:]}: {err}") from err
 
 
 def read_column(path: str | Path, column: str, *, batch_rows: int = 262_144) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,39 +24,54 @@ import pyarrow.parquet as pq
 __all__ = ["AtomicTableWriter", "atomic_write", "write_json", "write_parquet", "write_text"]
 
 
-def _file_mode() -> int:
-    umask = os.umask(0)
+def _umask() -> int:
+    umask = os.umask(0)  # the only portable way to read it; done once, at import
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def _file_mode() -> int:
+    return _FILE_MODE
 
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: existence check only (POSIX)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, owned by someone else
+    except (PermissionError, OverflowError, OSError):  # alive under another user, or not a pid we can judge
         return True
     return True
 
 
 def _remove_stale(final: Path) -> None:
-    """Delete temporaries of ``final`` left by processes that died (killed runs) before they could clean up."""
-    for old in final.parent.glob(f".{final.name}.*.tmp"):
-        pid = old.name[len(final.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+    """Delete temporaries of ``final`` left on this host by processes that died (killed runs).
+
+    Only names this module makes (``.<name>.<host>-<pid>.<random>.tmp``) with this host's name count, so a
+    writer on another machine sharing the folder, or a temporary of another file, is never touched.
+    """
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.{re.escape(_HOST)}-(\d{{1,10}})\.[A-Za-z0-9_]+\.tmp$")
+    for old in final.parent.iterdir():
+        m = pattern.match(old.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
             old.unlink(missing_ok=True)
 
 
 def _temporary(path: str | Path) -> tuple[Path, Path]:
-    """A temporary path ``.<name>.<pid>.<random>.tmp`` in the folder of ``path`` (created if needed).
+    """A temporary path ``.<name>.<host>-<pid>.<random>.tmp`` in the folder of ``path`` (created if needed).
 
-    The writer's pid in the name lets a later run remove what a killed run left behind.
+    The writer's host and pid in the name let a later run remove what a killed run left behind.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     os.chmod(tmp, _file_mode())  # mkstemp makes 0600; the renamed file should get the usual mode
     return Path(tmp), final

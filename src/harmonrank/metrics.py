@@ -223,8 +223,9 @@ def paired_bootstrap_seeds(
 
     ``scores_a[k]`` and ``scores_b[k]`` are the two rankers trained with seed k, scored on the same rows.
     Within each seed, ``n_boot`` resamples of whole groups give that seed's differences; the resamples of
-    all seeds are pooled, so the interval holds both the request sampling and the seed-to-seed spread. The
-    point estimate is the mean over seeds of the observed differences (the difference of the seed means).
+    all seeds are pooled, so the interval is that of a single seed's difference: it holds both the request
+    sampling and the seed-to-seed spread, and is wider than an interval for the mean over seeds. The point
+    estimate is the mean over seeds of the observed differences (the difference of the seed means).
     """
     if len(scores_a) != len(scores_b) or not scores_a:
         raise DataError(f"need the same number (>= 1) of seeds for both rankers. Got {len(scores_a)} and "

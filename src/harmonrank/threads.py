@@ -60,5 +60,6 @@ def set_threads(n: int | None = None) -> int:
 
 
 def get_threads() -> int:
-    """The thread count set by :func:`set_threads` (LightGBM's ``n_jobs``); the default if never set."""
-    return _current if _current is not None else _default()
+    """The thread count set by :func:`set_threads` (LightGBM's ``n_jobs``); if never set (library use
+    without the CLI), torch's own intra-op count, so LightGBM and torch agree."""
+    return _current if _current is not None else torch.get_num_threads()

@@ -48,19 +48,20 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda if available, else mps if available, else cpu; other names are checked."""
+    """``"auto"`` -> cuda if available, else cpu; other names are checked.
+
+    ``"mps"`` is refused with the reason: Apple's MPS backend has no float64, which the networks' logit
+    standardisation uses (so that it matches a numpy float64 reference exactly).
+    """
     if device not in get_args(Device):
         raise ConfigError(f"device must be one of {', '.join(get_args(Device))}. Got {device!r} instead.")
     if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device (use --device cpu or auto)")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device 'mps' asked for, but torch sees no MPS device (use --device cpu or auto)")
+    if device == "mps":
+        raise ConfigError("device 'mps' is not supported yet: MPS has no float64, which the networks' logit "
+                          "standardisation uses; use --device cpu")
     return torch.device(device)
 
 
@@ -220,7 +221,8 @@ class Trainer:
                 f"cannot resume from {self.run_dir}: its checkpoint holds ranker {saved_ranker!r}, this run trains "
                 f"{self.metadata['ranker']!r}; resume with --ranker {saved_ranker} or use another --out")
         saved_cfg = meta.get("train_config", {})
-        for key in ("seed", "batch_size", "batch_by", "loss_method", "temperature"):
+        for key in ("seed", "batch_size", "batch_by", "loss_method", "temperature", "lr", "weight_decay",
+                    "grad_clip", "smoothing", "min_delta"):
             if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
                 raise HarmonRankError(
                     f"cannot resume from {self.run_dir}: it was trained with {key}={saved_cfg[key]!r}, "

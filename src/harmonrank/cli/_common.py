@@ -26,12 +26,14 @@ from rich.progress import (
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from ..errors import ConfigError
 from ..threads import set_threads
 
 __all__ = ["DIR", "FILE", "Reporter", "cli", "config_option", "console", "err_console", "rich_rows", "threads_option"]
 
 # wide tables when output is piped (CI logs, files); a terminal keeps its own width
-_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+_COLUMNS = os.environ.get("COLUMNS", "200")
+_WIDTH = None if sys.stdout.isatty() else int(_COLUMNS) if _COLUMNS.isdigit() else 200
 console = Console(width=_WIDTH)
 err_console = Console(stderr=True)
 
@@ -81,7 +83,13 @@ class Reporter:
 
     def __init__(self, description: str, unit: str, total: int | None = None, every: float | None = None) -> None:
         self.description, self.unit, self.total = description, unit, total
-        self.every = every if every is not None else float(os.environ.get("HARMONRANK_PROGRESS_EVERY", "10"))
+        if every is None:
+            env = os.environ.get("HARMONRANK_PROGRESS_EVERY", "10")
+            try:
+                every = float(env)
+            except ValueError as err:
+                raise ConfigError(f"HARMONRANK_PROGRESS_EVERY must be seconds. Got {env!r} instead.") from err
+        self.every = every
         self.rich = err_console.is_terminal or os.environ.get("HARMONRANK_PROGRESS") == "1"
         self._progress: Progress | None = None
         self._task: TaskID | None = None

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ..config import load_config
-from ..errors import ConfigError
 from ..io import write_json
+from ..models.formula import parse_objective_values
 from ..summary import summarize_file, summary_markdown
 from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows, threads_option
 
@@ -16,18 +16,8 @@ __all__ = ["describe_cmd", "kuairand_cmd", "simulate_cmd", "upstream_cmd"]
 
 
 def _parse_rates(items: list[str], objectives: tuple[str, ...]) -> dict[str, float]:
-    rates: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--rate must be 'objective=rate' (e.g. buy=0.0003). Got {item!r} instead.")
-        if name not in objectives:
-            raise ConfigError(f"--rate names unknown objective {name!r}; known: {', '.join(objectives)}")
-        try:
-            rates[name] = float(value)
-        except ValueError as err:
-            raise ConfigError(f"--rate {name}: {value!r} is not a number") from err
-    return rates
+    """``--rate buy=0.0003`` (repeatable); the simulator checks each rate's range."""
+    return parse_objective_values(",".join(items), objectives, what="--rate") if items else {}
 
 
 @cli.command("simulate")

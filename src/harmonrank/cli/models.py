@@ -8,15 +8,14 @@ from typing import Any
 import click
 
 from ..config import load_config
-from ..data import read_column, read_table
-from ..errors import ConfigError, DataError
+from ..data import read_table
+from ..errors import ConfigError
 from ..io import write_json
-from ..metrics import auc_sum, objective_table
 from ..models.formula import parse_objective_values
 from ..models.losses import LOSS_MEANING
-from ..rankers import RANKERS, FormulaRanker, load_ranker, make_ranker, ranker_names, ranker_table
+from ..rankers import RANKERS, load_ranker, make_ranker, ranker_names, ranker_table
 from ..ranking import METHODS
-from ..scoring import score_file
+from ..scoring import evaluate_file, score_file
 from ..summary import markdown_table
 from ..train import Device, TrainConfig
 from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows, threads_option
@@ -35,7 +34,7 @@ class _RankerOption(click.Option):
 
 
 device_option = click.option("--device", type=click.Choice(DEVICES), default="auto",
-                             help="Torch device for neural rankers (auto: cuda, else mps, else cpu).")
+                             help="Torch device for neural rankers (auto: cuda if present, else cpu).")
 
 
 @cli.command("rankers")
@@ -70,30 +69,19 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
         raise ConfigError("give one of --model, --score-column or --formula")
     model = load_ranker(model_dir, device=device) if model_dir is not None else None
     cfg = load_config(config) if config or model is None else model.config_
-    with Reporter("evaluate: read", "steps", total=3) as rep:
-        table = read_table(data, cfg)
-        if table.labels is None:
-            raise DataError(f"{data}: no labels to evaluate against")
-        rep.update(1, description=f"evaluate: rank {len(table):,} rows")
-        if model is not None:
-            ranking, described = model.predict(table), f"model {model_dir} ({model.name})"
-        elif score_column:
-            ranking, described = read_column(data, score_column), f"column {score_column!r}"
-        else:
-            exponents = parse_objective_values(formula, cfg.names) if formula else dict.fromkeys(cfg.names, 1.0)
-            fixed = FormulaRanker.fixed(table, exponents)
-            ranking = fixed.predict(table)
-            described = "prod " + " * ".join(f"p_{m}^{v:g}" for m, v in fixed.exponents_.items() if v)
-        rep.update(2, description="evaluate: AUC and GAUC")
-        groups = table.user if group == "user" else table.request
-        rows = objective_table(ranking, table.labels, cfg.names, group=groups)
-        total = auc_sum(ranking, table.labels, cfg.objective_weights)
+    exponents = parse_objective_values(formula, cfg.names) if formula else None
+    steps = {"read": 0, "rank": 1, "metrics": 2}
+    with Reporter("evaluate", "steps", total=3) as rep:
+        res = evaluate_file(data, ranker=model, score_column=score_column, exponents=exponents, config=cfg,
+                            group=group,  # type: ignore[arg-type]
+                            on_step=lambda name: rep.update(steps[name], description=f"evaluate: {name}"))
         rep.update(3, description="evaluate: done")
-    console.print(rich_rows(f"{described} on {data.name} ({len(table):,} rows)", rows))
-    console.print(f"AUC-sum (weights {', '.join(f'{w:g}' for w in cfg.objective_weights)}): {total:.4f}")
+    described = f"model {model_dir} ({model.name})" if model is not None else res["ranking"]
+    console.print(rich_rows(f"{described} on {data.name} ({res['rows']:,} rows)", res["objectives"]))
+    console.print(f"AUC-sum (weights {', '.join(f'{w:g}' for w in res['objective_weights'])}): {res['auc_sum']:.4f}")
     if json_out:
-        write_json({"ranking": described, "rows": len(table), "group": group, "objectives": rows,
-                    "auc_sum": total}, json_out)
+        write_json({"ranking": described, "rows": res["rows"], "group": group, "objectives": res["objectives"],
+                    "auc_sum": res["auc_sum"]}, json_out)
 
 
 @cli.command("train")

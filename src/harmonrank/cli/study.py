@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..errors import ConfigError
 from ._common import DIR, FILE, cli, console, err_console, rich_rows, threads_option
 
 __all__ = ["benchmark_cmd", "demo_cmd"]
@@ -52,7 +53,10 @@ def benchmark_cmd(bench_config: Path | None, out: Path, rows: int | None, seeds:
     overrides: dict[str, Any] = {"rows": rows, "path": str(data) if data else None,
                                  "dataset_config": str(config) if config else None}
     if seeds:
-        overrides["seeds"] = tuple(int(x) for x in seeds.split(","))
+        try:
+            overrides["seeds"] = tuple(int(x) for x in seeds.split(","))
+        except ValueError as err:
+            raise ConfigError(f"--seeds must be comma-separated integers like 0,1,2. Got {seeds!r} instead.") from err
     if rankers:
         overrides["rankers"] = tuple(x.strip() for x in rankers.split(","))
     cfg = load_benchmark_config(bench_config, **overrides)

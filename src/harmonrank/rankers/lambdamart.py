@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..config import DatasetConfig
 from ..data import Table
 from ..errors import ConfigError, MissingDependencyError
 from ..features import logit
@@ -23,13 +24,18 @@ def tree_vocab(table: Table) -> list[list[str]]:
     return [sorted(set(table.features[c].astype(str).tolist())) for c in table.config.categorical]
 
 
-def tree_matrix(table: Table, vocab: list[list[str]]) -> np.ndarray:
-    """(n, M + C + D) float64: each score's logit, categorical codes (-1 = unseen), numeric features as is."""
+def tree_matrix(table: Table, vocab: list[list[str]], config: DatasetConfig | None = None) -> np.ndarray:
+    """(n, M + C + D) float64: each score's logit, categorical codes (-1 = unseen), numeric features as is.
+
+    Feature columns follow ``config`` (the one fitted on; default: the table's own), so a table read with a
+    config listing the features in another order still gives the same matrix.
+    """
+    config = config or table.config
     cols = [logit(table.scores)]
-    for k, name in enumerate(table.config.categorical):
+    for k, name in enumerate(config.categorical):
         lookup = {v: i for i, v in enumerate(vocab[k])}
         cols.append(np.array([lookup.get(v, -1) for v in table.features[name].astype(str)], dtype=np.float64)[:, None])
-    for name in table.config.numeric:
+    for name in config.numeric:
         cols.append(table.features[name].astype(np.float64)[:, None])
     return np.hstack(cols)
 
@@ -145,7 +151,8 @@ class LambdaMARTRanker(Ranker):
         self.booster_, self.group_size_ = best[1], best[2]
 
     def _predict(self, table: Table) -> np.ndarray:
-        return np.asarray(self.booster_.predict(tree_matrix(table, self.vocab_)), dtype=np.float64)
+        x = tree_matrix(table, self.vocab_, self.config_)
+        return np.asarray(self.booster_.predict(x, num_threads=get_threads()), dtype=np.float64)
 
     def _save(self, d: Path) -> dict[str, Any]:
         with atomic_write(d / "model.txt") as tmp:
@@ -169,5 +176,5 @@ class _BoosterAdapter:
     def __init__(self, booster: Any) -> None:
         self.booster_ = booster
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster_.predict(x))
+    def predict(self, x: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+        return np.asarray(self.booster_.predict(x, num_threads=num_threads or 0))

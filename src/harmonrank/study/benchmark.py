@@ -78,6 +78,8 @@ class BenchmarkConfig:
             raise ConfigError(f"benchmark: unknown ranker(s) {', '.join(unknown)}; known: {', '.join(RANKERS)}")
         if not self.seeds:
             raise ConfigError("benchmark: seeds must name at least one seed")
+        if self.n_boot < 1:
+            raise ConfigError(f"benchmark: n_boot must be >= 1. Got {self.n_boot} instead.")
         if self.path is None and self.rows < 1000:
             raise ConfigError(f"benchmark: rows must be >= 1000 to simulate. Got {self.rows} instead.")
         self.train_config()  # checks loss_method, temperature, device, epochs ... at construction
@@ -209,11 +211,13 @@ def run_benchmark(
                 # fair tuning: every neural ranker gets the same learning-rate grid, judged on valid
                 tried = []
                 for lr in cfg.lr_grid:
+                    t_lr = time.perf_counter()
                     cand = make_ranker(name, replace(base_train, seed=seed, lr=lr)).fit(train, valid=valid)
-                    tried.append((cand.score(valid), lr, cand))
+                    tried.append((cand.score(valid), lr, cand, time.perf_counter() - t_lr))
                 best = max(tried, key=lambda x: x[0])
                 chosen_lr[name] = best[1]
                 ranker = best[2]
+                t0 = time.perf_counter() - best[3]  # fit time of the kept model alone, like the other seeds
                 say(f"{name}: lr {best[1]:g} chosen on valid from {', '.join(f'{lr:g}' for lr in cfg.lr_grid)}")
             elif isinstance(ranker, NeuralRanker):
                 lr = chosen_lr.get(name, cfg.lr)
