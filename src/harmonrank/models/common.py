@@ -22,11 +22,16 @@ class LogitStandardizer(nn.Module):
 
     mean: Tensor
     std: Tensor
+    bounds: Tensor
 
     def __init__(self, n_objectives: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_objectives, dtype=torch.float64))
         self.register_buffer("std", torch.ones(n_objectives, dtype=torch.float64))
+        # the clip bounds as float64 tensors: an exported graph would otherwise store them as float32, and
+        # 1 - 1e-6 in float32 moves the logit of p = 1 from 13.8155 to 13.8023
+        self.register_buffer("bounds", torch.tensor([LOGIT_EPS, 1 - LOGIT_EPS], dtype=torch.float64),
+                             persistent=False)
 
     def set_moments(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Install fitted statistics (one per objective)."""
@@ -35,7 +40,7 @@ class LogitStandardizer(nn.Module):
             self.std.copy_(torch.as_tensor(list(std), dtype=torch.float64))
 
     def forward(self, scores: Tensor) -> Tensor:  # (B, M) -> (B, M)
-        q = scores.to(torch.float64).clamp(LOGIT_EPS, 1 - LOGIT_EPS)
+        q = torch.clamp(scores.to(torch.float64), self.bounds[0], self.bounds[1])
         return ((torch.log(q) - torch.log1p(-q) - self.mean) / self.std).to(torch.float32)
 
 
