@@ -20,7 +20,7 @@ from ..summary import markdown_table
 from ..train import Device, TrainConfig
 from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows, threads_option
 
-__all__ = ["evaluate_cmd", "predict_cmd", "rankers_cmd", "train_cmd"]
+__all__ = ["evaluate_cmd", "export_cmd", "predict_cmd", "rankers_cmd", "train_cmd"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -164,6 +164,20 @@ def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, kee
     with Reporter("predict", "rows", total=_file_rows(data)) as rep:
         n = score_file(model, data, out, config=cfg, batch_rows=batch_rows, keep=keep, progress=rep.update)
     err_console.print(f"scored {n:,} rows -> {out}")
+
+
+@cli.command("export")
+@threads_option
+@click.option("--model", "-m", "model_dir", type=DIR, required=True, help="Run folder written by `harmonrank train`.")
+@click.option("--out", "-o", type=DIR, required=True, help="Artifact folder: model.onnx + manifest.json.")
+@click.option("--opset", type=click.IntRange(min=18), default=18, help="ONNX opset.")
+def export_cmd(model_dir: Path, out: Path, opset: int) -> None:
+    """Export a trained ranker as a serving artifact (ONNX + manifest.json); needs the `export` extra."""
+    from ..export import export_ranker, load_artifact
+
+    path = export_ranker(load_ranker(model_dir, device="cpu"), out, opset=opset)
+    art = load_artifact(path)  # the artifact loads and verifies before we say it is there
+    console.print(f"exported {art.manifest['ranker']} to {path} (model.onnx sha256 {art.manifest['onnx_sha256'][:12]})")
 
 
 def _file_rows(path: Path) -> int | None:

@@ -1,0 +1,225 @@
+"""Serving artifacts: a fitted ranker as ``model.onnx`` plus ``manifest.json``, loadable without Python.
+
+``export_ranker(ranker, out_dir)`` writes
+
+* ``model.onnx``: inputs ``scores`` (B, M) float32 raw probabilities ``p_*`` in the manifest's objective
+  order, ``categorical`` (B, C) int64 category ids and ``numeric`` (B, D) float32 encoded numerics; output
+  ``score`` (B,) float32. The batch dimension is dynamic. Neural rankers export their network (logit
+  standardisation included); the formula exports its weighted product. LambdaMART does not export.
+* ``manifest.json``: format version, objectives and their score columns, the feature encoding (vocabulary
+  per categorical column with id 0 for unseen values; mean, std, missing flag and clip range per numeric
+  column), input and output names, dtypes and shapes, training metadata, and the sha256 of ``model.onnx``.
+
+``load_artifact(dir)`` checks the format version and the sha256 before it builds an ONNX Runtime session,
+and scores tables like the ranker did. Export uses PyTorch's current exporter (``torch.onnx.export(...,
+dynamo=True)``, which needs ``onnxscript``), opset 18; install the ``export`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .data import Table
+from .errors import ConfigError, DataError, HarmonRankError, MissingDependencyError
+from .features import EncodedBatch, FeatureEncoder
+from .rankers import FormulaRanker, NeuralRanker, Ranker
+
+__all__ = ["ARTIFACT_FORMAT", "Artifact", "export_ranker", "load_artifact"]
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT = 1
+_INPUTS = ("scores", "categorical", "numeric")
+
+
+class _Graph(nn.Module):
+    """Positional tensors in, scores out: the exported signature of a network."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, scores: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:
+        out: Tensor = self.net(EncodedBatch(scores, categorical, numeric))
+        return out
+
+
+class _Formula(nn.Module):
+    """``sum_m e_m log(clip(p_m, 1e-7, 1))``, the weighted product on the log scale."""
+
+    exponents: Tensor
+
+    def __init__(self, exponents: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("exponents", torch.tensor(exponents, dtype=torch.float32))
+
+    def forward(self, scores: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:
+        return (torch.log(scores.clamp(1e-7, 1.0)) * self.exponents).sum(1)
+
+
+def _require(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ModuleNotFoundError as err:
+        raise MissingDependencyError(f"{module} is needed: pip install 'harmonrank[export]'") from err
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _graph_of(ranker: Ranker) -> tuple[nn.Module, FeatureEncoder]:
+    if isinstance(ranker, NeuralRanker):
+        return _Graph(ranker.net_.cpu()).eval(), ranker.encoder_
+    if isinstance(ranker, FormulaRanker):
+        cfg = ranker.config_
+        exps = [float(ranker.exponents_.get(m, 0.0)) for m in cfg.names]
+        return _Formula(exps).eval(), FeatureEncoder(objectives=tuple(cfg.names))
+    raise HarmonRankError(f"ranker {ranker.name!r} ({type(ranker).__name__}) does not export to ONNX: only "
+                          "neural rankers and the formula do (a LightGBM model has no converter kept here)")
+
+
+def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Path:
+    """Write ``model.onnx`` and ``manifest.json`` for a fitted ranker into ``out_dir`` (atomically as a folder).
+
+    Examples
+    --------
+    >>> export_ranker(load_ranker("run/"), "artifact/")  # doctest: +SKIP
+    >>> load_artifact("artifact/").score(table)  # doctest: +SKIP
+    """
+    _require("onnxscript")
+    if opset < 18:
+        raise ConfigError(f"opset must be >= 18. Got {opset} instead.")
+    graph, encoder = _graph_of(ranker)
+    cfg = ranker.config_
+    m, c, d = len(cfg.names), len(encoder.vocab), encoder.numeric_dim
+    example = (torch.rand(3, m), torch.zeros(3, c, dtype=torch.int64), torch.zeros(3, d))
+    batch = torch.export.Dim("batch", min=1)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        with warnings.catch_warnings():
+            # torch's own exporter internals use a pytree API they deprecate; not our code path
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            # the three inputs share one batch axis on purpose; the exporter notes it keeps one name
+            warnings.filterwarnings("ignore", message=r".*axis name: batch will not be used.*", category=UserWarning)
+            onnx_logger = logging.getLogger("torch.onnx")
+            level = onnx_logger.level
+            onnx_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notes on every export
+            try:
+                program = torch.onnx.export(graph, example, dynamo=True, opset_version=opset, verbose=False,
+                                            input_names=list(_INPUTS), output_names=["score"],
+                                            dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
+            finally:
+                onnx_logger.setLevel(level)
+        if program is None:
+            raise HarmonRankError("torch.onnx.export returned no program")
+        program.save(str(tmp / "model.onnx"))
+        meta = getattr(ranker, "history_", None)
+        manifest = {
+            "format": ARTIFACT_FORMAT,
+            "ranker": ranker.name,
+            "kind": ranker.kind,
+            "objectives": [{"name": o.name, "score_column": o.score} for o in cfg.objectives],
+            "request_column": cfg.request_column,
+            "user_column": cfg.user_column,
+            "item_column": cfg.item_column,
+            "features": {
+                "categorical": [{"column": k, "vocabulary": v, "unseen_id": 0, "id": "1 + position in vocabulary"}
+                                for k, v in encoder.vocab.items()],
+                "numeric": [{"column": k, "mean": encoder.numeric_mean[k], "std": encoder.numeric_std[k],
+                             "encoding": "[(x - mean) / std, 0] if finite else [0, 1]; clipped to [-10, 10]"}
+                            for k in encoder.numeric_mean],
+            },
+            "inputs": [
+                {"name": "scores", "dtype": "float32", "shape": ["batch", m],
+                 "meaning": "raw probabilities p_* in [0, 1], objectives in the order above"},
+                {"name": "categorical", "dtype": "int64", "shape": ["batch", c]},
+                {"name": "numeric", "dtype": "float32", "shape": ["batch", d]},
+            ],
+            "outputs": [{"name": "score", "dtype": "float32", "shape": ["batch"], "meaning": "higher ranks first"}],
+            "opset": opset,
+            "encoder": encoder.to_dict(),
+            "dataset_config": cfg.to_dict(),
+            "training": {"train_config": asdict(ranker.train) if isinstance(ranker, NeuralRanker) else None,
+                         "best_epoch": getattr(ranker, "best_epoch_", None),
+                         "epochs": len(meta) if meta else None},
+            "onnx_sha256": _sha256(tmp / "model.onnx"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+class Artifact:
+    """A loaded, verified serving artifact: ``score(table)`` through ONNX Runtime."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], session: Any) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.session = session
+        self.encoder = FeatureEncoder.from_dict(manifest["encoder"])
+        self.objectives = tuple(o["name"] for o in manifest["objectives"])
+
+    def encode(self, table: Table) -> dict[str, np.ndarray]:
+        """The ONNX inputs of ``table``'s rows."""
+        if tuple(table.objectives) != self.objectives:
+            raise DataError(f"artifact {self.path} scores objectives {', '.join(self.objectives)}; "
+                            f"the data has {', '.join(table.objectives)}")
+        cats, nums = self.encoder.encode_columns(table.features, len(table))
+        return {"scores": table.scores.astype(np.float32), "categorical": cats, "numeric": nums}
+
+    def score(self, table: Table, chunk: int = 65_536) -> np.ndarray:
+        """(n,) float64 scores of ``table``'s rows."""
+        feeds = self.encode(table)
+        parts = [self.session.run(None, {k: v[a:a + chunk] for k, v in feeds.items()})[0]
+                 for a in range(0, len(table), chunk)]
+        return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
+
+
+def load_artifact(path: str | Path, *, threads: int | None = None) -> Artifact:
+    """Load ``model.onnx`` + ``manifest.json`` after checking the format version and the file's sha256."""
+    ort = _require("onnxruntime")
+    d = Path(path)
+    try:
+        manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise HarmonRankError(f"{d} is not a harmonrank artifact: cannot read manifest.json ({err})") from err
+    if manifest.get("format") != ARTIFACT_FORMAT:
+        raise HarmonRankError(f"{d}/manifest.json has format {manifest.get('format')!r}; this harmonrank reads "
+                              f"format {ARTIFACT_FORMAT}")
+    onnx_path = d / "model.onnx"
+    if not onnx_path.is_file():
+        raise HarmonRankError(f"{d} has no model.onnx")
+    digest = _sha256(onnx_path)
+    if digest != manifest.get("onnx_sha256"):
+        raise HarmonRankError(f"{onnx_path}: sha256 {digest[:12]}... does not match the manifest's "
+                              f"{str(manifest.get('onnx_sha256'))[:12]}...; the artifact was altered or is incomplete")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return Artifact(d, manifest, session)
