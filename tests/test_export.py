@@ -75,3 +75,20 @@ def test_artifact_refuses_tampering_and_lambdamart_says_it_does_not_export(split
     lm.save(run_dir)
     assert run(["export", "-m", str(run_dir), "-o", str(tmp_path / "x")]) == 2
     assert "does not export" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_predict_with_the_onnx_engine_matches_torch(sim_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    run_dir, art = tmp_path / "run", tmp_path / "art"
+    assert run(["train", "-d", str(sim_path), "-r", "one_step_rank", "-o", str(run_dir), "--epochs", "1"]) == 0
+    assert run(["export", "-m", str(run_dir), "-o", str(art)]) == 0
+    assert run(["predict", "-m", str(run_dir), "-d", str(sim_path), "-o", str(tmp_path / "t.parquet")]) == 0
+    assert run(["predict", "-m", str(art), "-d", str(sim_path), "-o", str(tmp_path / "o.parquet"),
+                "--engine", "onnx", "--batch-rows", "7000"]) == 0
+    t, o = pq.read_table(tmp_path / "t.parquet"), pq.read_table(tmp_path / "o.parquet")
+    assert t.column_names == o.column_names
+    np.testing.assert_allclose(o["score"].to_numpy(), t["score"].to_numpy(), rtol=1e-5, atol=1e-5)
+    assert run(["predict", "-m", str(run_dir), "-d", str(sim_path), "-o", str(tmp_path / "x.parquet"),
+                "--engine", "onnx"]) == 2
+    assert "harmonrank export" in capsys.readouterr().err

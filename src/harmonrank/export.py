@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .config import DatasetConfig
 from .data import Table
 from .errors import ConfigError, DataError, HarmonRankError, MissingDependencyError
 from .features import EncodedBatch, FeatureEncoder
@@ -183,6 +184,8 @@ class Artifact:
         self.session = session
         self.encoder = FeatureEncoder.from_dict(manifest["encoder"])
         self.objectives = tuple(o["name"] for o in manifest["objectives"])
+        self.config_ = DatasetConfig.from_dict(manifest["dataset_config"])
+        self.name = f"{manifest['ranker']} (onnx)"
 
     def encode(self, table: Table) -> dict[str, np.ndarray]:
         """The ONNX inputs of ``table``'s rows."""
@@ -191,6 +194,10 @@ class Artifact:
                             f"the data has {', '.join(table.objectives)}")
         cats, nums = self.encoder.encode_columns(table.features, len(table))
         return {"scores": table.scores.astype(np.float32), "categorical": cats, "numeric": nums}
+
+    def predict(self, table: Table) -> np.ndarray:
+        """(n,) float64 scores of ``table``'s rows, like ``Ranker.predict``."""
+        return self.score(table)
 
     def score(self, table: Table, chunk: int = 65_536) -> np.ndarray:
         """(n,) float64 scores of ``table``'s rows."""
@@ -207,7 +214,8 @@ def load_artifact(path: str | Path, *, threads: int | None = None) -> Artifact:
     try:
         manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise HarmonRankError(f"{d} is not a harmonrank artifact: cannot read manifest.json ({err})") from err
+        raise HarmonRankError(f"{d} is not a harmonrank artifact: cannot read manifest.json ({err}); make one "
+                              f"from a run folder with: harmonrank export --model RUN --out {d}") from err
     if manifest.get("format") != ARTIFACT_FORMAT:
         raise HarmonRankError(f"{d}/manifest.json has format {manifest.get('format')!r}; this harmonrank reads "
                               f"format {ARTIFACT_FORMAT}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -18,18 +18,27 @@ from .io import AtomicTableWriter
 from .metrics import auc_sum, objective_table
 from .rankers import FormulaRanker, Ranker
 
-__all__ = ["evaluate_file", "score_file", "score_table"]
+__all__ = ["Scorer", "evaluate_file", "score_file", "score_table"]
 
 log = logging.getLogger(__name__)
 
 
-def score_table(ranker: Ranker, table: Table) -> np.ndarray:
+class Scorer(Protocol):
+    """Anything that scores tables: a fitted :class:`Ranker`, or a loaded ONNX artifact."""
+
+    name: str
+    config_: DatasetConfig
+
+    def predict(self, table: Table) -> np.ndarray: ...
+
+
+def score_table(ranker: Scorer, table: Table) -> np.ndarray:
     """One score per row of an in-memory table (``ranker.predict``), shape (n,)."""
     return ranker.predict(table)
 
 
 def score_file(
-    ranker: Ranker,
+    ranker: Scorer,
     data: str | Path,
     out: str | Path,
     *,

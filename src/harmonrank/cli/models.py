@@ -153,13 +153,20 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
               help="Output .parquet or .csv: request, user, item (the config's item_column), --keep columns, score.")
 @click.option("--keep", multiple=True, metavar="COL", help="Also copy this input column to the output (repeatable).")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=262_144, help="Rows read and scored per batch.")
+@click.option("--engine", type=click.Choice(["torch", "onnx"]), default="torch",
+              help="torch: the run folder's model; onnx: ONNX Runtime on an artifact folder (`harmonrank export`).")
 @device_option
 def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, keep: tuple[str, ...], batch_rows: int,
-                device: Device) -> None:
+                engine: str, device: Device) -> None:
     """Score every row of a file with a trained ranker; streams batches, writes atomically.
 
     Labels and the time column are not needed; the output keeps the input's row order."""
-    model = load_ranker(model_dir, device=device)
+    if engine == "onnx":
+        from ..export import load_artifact
+
+        model: Any = load_artifact(model_dir)
+    else:
+        model = load_ranker(model_dir, device=device)
     cfg = load_config(config) if config else model.config_
     with Reporter("predict", "rows", total=_file_rows(data)) as rep:
         n = score_file(model, data, out, config=cfg, batch_rows=batch_rows, keep=keep, progress=rep.update)
