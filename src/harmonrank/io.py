@@ -34,10 +34,6 @@ _FILE_MODE = 0o666 & ~_umask()
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
-def _file_mode() -> int:
-    return _FILE_MODE
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # signal 0: existence check only (POSIX)
@@ -73,7 +69,7 @@ def _temporary(path: str | Path) -> tuple[Path, Path]:
     _remove_stale(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
-    os.chmod(tmp, _file_mode())  # mkstemp makes 0600; the renamed file should get the usual mode
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; the renamed file should get the usual mode
     return Path(tmp), final
 
 
@@ -90,7 +86,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.exists():  # some writers (safetensors) replace the file and its mode: give it the usual one
-            os.chmod(tmp, _file_mode())
+            os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -11,8 +11,8 @@ from ..config import load_config
 from ..data import read_table
 from ..errors import ConfigError
 from ..io import write_json
+from ..models import LOSSES
 from ..models.formula import parse_objective_values
-from ..models.losses import LOSS_MEANING
 from ..rankers import RANKERS, load_ranker, make_ranker, ranker_names, ranker_table
 from ..ranking import METHODS
 from ..scoring import evaluate_file, score_file
@@ -130,7 +130,7 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
     err_console.print(f"training {ranker} on {len(train_t):,} rows, validating on {len(valid_t):,}")
 
     spec = RANKERS[ranker]
-    meaning = f" (= {LOSS_MEANING[spec.loss]})" if spec.loss in LOSS_MEANING else ""
+    meaning = f" (= {LOSSES[spec.loss].meaning})" if spec.loss in LOSSES else ""
 
     def show(r: dict[str, float]) -> None:
         err_console.print(f"epoch {int(r['epoch'])}: train loss {r['train_loss']:.4f}{meaning}  valid AUC-sum "

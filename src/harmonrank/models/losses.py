@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -17,8 +18,16 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..ranking import METHODS, Method, soft_auc_loss
 
-__all__ = ["LOSSES", "LOSS_MEANING", "BCELoss", "LossName", "MultiLabelBCELoss", "PairwiseLogisticLoss", "RankLoss",
-           "make_loss"]
+__all__ = [
+    "LOSSES",
+    "BCELoss",
+    "LossName",
+    "LossSpec",
+    "MultiLabelBCELoss",
+    "PairwiseLogisticLoss",
+    "RankLoss",
+    "make_loss",
+]
 
 LossName = Literal["rank", "rank_group", "bce", "pairwise"]
 
@@ -107,16 +116,23 @@ class MultiLabelBCELoss(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
-#: what each loss's value is, for progress lines ("loss -0.81 (= -weighted mean soft AUC)")
-LOSS_MEANING = {"rank": "-weighted mean soft AUC", "rank_group": "-weighted mean soft GAUC",
-                "bce": "weighted mean BCE", "pairwise": "weighted mean pairwise logistic loss"}
+@dataclass(frozen=True)
+class LossSpec:
+    """One ensemble loss: its factory ``build(objective_weights, method, temperature)`` and what its value
+    is, for progress lines ("loss -0.81 (= -weighted mean soft AUC)")."""
 
-#: loss name -> factory(objective_weights, method, temperature); add a new ensemble loss here
-LOSSES: dict[str, Callable[[Sequence[float], Method, float | None], nn.Module]] = {
-    "rank": lambda w, method, temperature: RankLoss(w, method, temperature),
-    "rank_group": lambda w, method, temperature: RankLoss(w, method, temperature, group_wise=True),
-    "bce": lambda w, method, temperature: BCELoss(w),
-    "pairwise": lambda w, method, temperature: PairwiseLogisticLoss(w),
+    build: Callable[[Sequence[float], Method, float | None], nn.Module]
+    meaning: str
+
+
+#: loss name -> LossSpec; add a new ensemble loss here
+LOSSES: dict[str, LossSpec] = {
+    "rank": LossSpec(lambda w, method, temperature: RankLoss(w, method, temperature), "-weighted mean soft AUC"),
+    "rank_group": LossSpec(lambda w, method, temperature: RankLoss(w, method, temperature, group_wise=True),
+                           "-weighted mean soft GAUC"),
+    "bce": LossSpec(lambda w, method, temperature: BCELoss(w), "weighted mean BCE"),
+    "pairwise": LossSpec(lambda w, method, temperature: PairwiseLogisticLoss(w),
+                         "weighted mean pairwise logistic loss"),
 }
 
 
@@ -125,4 +141,4 @@ def make_loss(name: str, objective_weights: Sequence[float], *, method: Method =
     """The loss ``name`` (see :data:`LOSSES`) over objectives weighted by ``objective_weights``."""
     if name not in LOSSES:
         raise ConfigError(f"loss must be one of {', '.join(LOSSES)}. Got {name!r} instead.")
-    return LOSSES[name](objective_weights, method, temperature)
+    return LOSSES[name].build(objective_weights, method, temperature)
