@@ -167,9 +167,14 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
             "onnx_sha256": _sha256(tmp / "model.onnx"),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
+        # replace a previous export with two renames, so a server re-reading ``out`` sees the old or the new
+        # artifact whole (flipping a symlink to versioned folders is the gap-free way: docs/serving.md)
+        old = out.with_name(f".{out.name}.old-{os.getpid()}") if out.exists() else None
+        if old is not None:
+            os.replace(out, old)
         os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -199,11 +204,20 @@ class Artifact:
         """(n,) float64 scores of ``table``'s rows, like ``Ranker.predict``."""
         return self.score(table)
 
+    @property
+    def version(self) -> str:
+        """The first 12 hex digits of ``model.onnx``'s sha256: what the server reports as the model version."""
+        return str(self.manifest["onnx_sha256"])[:12]
+
+    def run(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+        """(n,) float32 scores of already encoded inputs (one ONNX Runtime call)."""
+        out: np.ndarray = self.session.run(None, {"scores": scores, "categorical": categorical, "numeric": numeric})[0]
+        return out
+
     def score(self, table: Table, chunk: int = 65_536) -> np.ndarray:
         """(n,) float64 scores of ``table``'s rows."""
         feeds = self.encode(table)
-        parts = [self.session.run(None, {k: v[a:a + chunk] for k, v in feeds.items()})[0]
-                 for a in range(0, len(table), chunk)]
+        parts = [self.run(*(v[a:a + chunk] for v in feeds.values())) for a in range(0, len(table), chunk)]
         return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
 

@@ -15,7 +15,7 @@ import click
 from rich.markup import escape
 
 from ..errors import HarmonRankError
-from . import data, models, study  # noqa: F401  (registers the commands on the group)
+from . import data, models, serve, study  # noqa: F401  (registers the commands on the group)
 from ._common import cli, err_console
 
 __all__ = ["cli", "main"]
