@@ -84,7 +84,6 @@ def main() -> None:
         set_threads(2)
         ranker = make_ranker(name, TrainConfig(max_epochs=2, device="cpu")).fit(train, valid=valid)
         arts[name] = export_ranker(ranker, tmp / f"art_{name}")
-        art = load_artifact(arts[name])
         enc = ranker.encoder_.transform(big.take(np.arange(4096)))
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             ranker.net_(enc)
@@ -92,7 +91,7 @@ def main() -> None:
         row = {"net": name, "flops_per_candidate": flops, "arithmetic_limit": gflops * 1e9 / flops}
         for threads in (1, 2):
             set_threads(threads)
-            art.session = load_artifact(arts[name], threads=threads).session
+            art = load_artifact(arts[name], threads=threads)
             row[f"torch @{threads}t"] = _median_rate(lambda r=ranker: r.predict(big), len(big))
             row[f"onnx @{threads}t"] = _median_rate(lambda a=art: a.score(big), len(big))
         rows.append(row)

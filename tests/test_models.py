@@ -84,3 +84,50 @@ def test_losses_against_references() -> None:
     assert auc_pairs(perfect.numpy(), y[:, 0].numpy()) == 1.0
     with pytest.raises(ConfigError, match="loss must be"):
         make_loss("hinge", w)
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"use_user": False},
+    {"gate_branch": False},
+    {"n_layers": 2, "n_heads": 4},
+    {"vocab_sizes": (), "numeric_dim": 0},
+    {"vocab_sizes": (5,), "numeric_dim": 0},
+    {"vocab_sizes": (), "numeric_dim": 4},
+])
+def test_fused_inference_form_computes_the_same_scores(kw: dict, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+    """The folding is exact algebra: in float64 both forms agree to 1e-9 (float32 only adds rounding)."""
+    import harmonrank.models.fused as fused_mod
+    import harmonrank.models.harmonrank as hr_mod
+    from harmonrank.models.common import LogitStandardizer
+    from harmonrank.models.fused import FusedHarmonRank
+
+    def standardize64(self: LogitStandardizer, scores: torch.Tensor) -> torch.Tensor:
+        q = torch.clamp(scores.double(), self.bounds[0], self.bounds[1])
+        return (torch.log(q) - torch.log1p(-q) - self.mean) / self.std
+
+    def log64(scores: torch.Tensor) -> torch.Tensor:
+        return torch.log(scores.double().clamp(1e-6, 1.0))
+
+    monkeypatch.setattr(LogitStandardizer, "forward", standardize64)
+    monkeypatch.setattr(fused_mod, "log_scores", log64)
+    monkeypatch.setattr(hr_mod, "log_scores", log64)
+    torch.manual_seed(0)
+    cfg = {"objectives": OBJ, "vocab_sizes": (4, 6), "numeric_dim": 2, **kw}
+    net = HarmonRankNet(EnsembleConfig(**cfg)).double().eval()
+    with torch.no_grad():  # move every parameter off its initial value (the gate starts at exact zeros)
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        net.standardize.set_moments([0.3] * len(OBJ), [1.7] * len(OBJ))
+    n = 500
+    scores = torch.rand(n, len(OBJ), dtype=torch.float64)
+    scores[:5], scores[5:10] = 0.0, 1.0
+    cats = torch.stack([torch.randint(0, v, (n,)) for v in cfg["vocab_sizes"]], 1) if cfg["vocab_sizes"] else \
+        torch.zeros(n, 0, dtype=torch.long)
+    nums = torch.randn(n, cfg["numeric_dim"], dtype=torch.float64)
+    fused = FusedHarmonRank(net, dtype=torch.float64).double().eval()
+    with torch.no_grad():
+        want = net(EncodedBatch(scores, cats, nums))
+        got = fused(scores, cats, nums)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    assert not any(p.requires_grad for p in fused.parameters())  # an inference form: nothing in it trains

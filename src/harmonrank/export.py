@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,10 @@ from .config import DatasetConfig
 from .data import Table
 from .errors import ConfigError, DataError, HarmonRankError, MissingDependencyError
 from .features import EncodedBatch, FeatureEncoder
+from .models import HarmonRankNet
+from .models.fused import FusedHarmonRank
 from .rankers import FormulaRanker, NeuralRanker, Ranker
+from .threads import get_threads
 
 __all__ = ["ARTIFACT_FORMAT", "Artifact", "export_ranker", "load_artifact"]
 
@@ -88,7 +92,10 @@ def _sha256(path: Path) -> str:
 
 def _graph_of(ranker: Ranker) -> tuple[nn.Module, FeatureEncoder]:
     if isinstance(ranker, NeuralRanker):
-        return _Graph(ranker.net_.cpu()).eval(), ranker.encoder_
+        net = ranker.net_.cpu().eval()
+        if isinstance(net, HarmonRankNet):  # the same function with its linear maps folded (models/fused.py)
+            return FusedHarmonRank(net).eval(), ranker.encoder_
+        return _Graph(net).eval(), ranker.encoder_
     if isinstance(ranker, FormulaRanker):
         cfg = ranker.config_
         exps = [float(ranker.exponents_.get(m, 0.0)) for m in cfg.names]
@@ -181,12 +188,22 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
 
 
 class Artifact:
-    """A loaded, verified serving artifact: ``score(table)`` through ONNX Runtime."""
+    """A loaded, verified serving artifact: ``score(table)`` through ONNX Runtime.
 
-    def __init__(self, path: Path, manifest: dict[str, Any], session: Any) -> None:
+    The session runs each call on one thread; ``threads`` > 1 scores large inputs as chunks of
+    ``CHUNK_ROWS`` rows on that many threads at once (ONNX Runtime releases the GIL). On this project's
+    2-core machine that was 1.4x faster than one call on two intra-op threads (benchmarks/results/serving.md):
+    the net is many small kernels, which parallelise poorly inside one call.
+    """
+
+    CHUNK_ROWS = 2048
+
+    def __init__(self, path: Path, manifest: dict[str, Any], session: Any, threads: int = 1) -> None:
         self.path = path
         self.manifest = manifest
         self.session = session
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="harmonrank-onnx") if threads > 1 else None
         self.encoder = FeatureEncoder.from_dict(manifest["encoder"])
         self.objectives = tuple(o["name"] for o in manifest["objectives"])
         self.config_ = DatasetConfig.from_dict(manifest["dataset_config"])
@@ -209,20 +226,32 @@ class Artifact:
         """The first 12 hex digits of ``model.onnx``'s sha256: what the server reports as the model version."""
         return str(self.manifest["onnx_sha256"])[:12]
 
-    def run(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-        """(n,) float32 scores of already encoded inputs (one ONNX Runtime call)."""
+    def _run1(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.session.run(None, {"scores": scores, "categorical": categorical, "numeric": numeric})[0]
         return out
 
-    def score(self, table: Table, chunk: int = 65_536) -> np.ndarray:
+    def run(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+        """(n,) float32 scores of already encoded inputs: one call, or chunks on ``threads`` threads."""
+        n, c = len(scores), self.CHUNK_ROWS
+        if self._pool is None or n <= c:
+            return self._run1(scores, categorical, numeric)
+        starts = range(0, n, c)
+        parts = self._pool.map(lambda a: self._run1(scores[a:a + c], categorical[a:a + c], numeric[a:a + c]), starts)
+        return np.concatenate(list(parts))
+
+    def score(self, table: Table) -> np.ndarray:
         """(n,) float64 scores of ``table``'s rows."""
         feeds = self.encode(table)
-        parts = [self.run(*(v[a:a + chunk] for v in feeds.values())) for a in range(0, len(table), chunk)]
-        return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
+        if len(table) == 0:
+            return np.empty(0)
+        return self.run(feeds["scores"], feeds["categorical"], feeds["numeric"]).astype(np.float64)
 
 
 def load_artifact(path: str | Path, *, threads: int | None = None) -> Artifact:
-    """Load ``model.onnx`` + ``manifest.json`` after checking the format version and the file's sha256."""
+    """Load ``model.onnx`` + ``manifest.json`` after checking the format version and the file's sha256.
+
+    ``threads``: how many ONNX Runtime calls may run at once (default: :func:`harmonrank.threads.get_threads`).
+    """
     ort = _require("onnxruntime")
     d = Path(path)
     try:
@@ -242,6 +271,7 @@ def load_artifact(path: str | Path, *, threads: int | None = None) -> Artifact:
                               f"{str(manifest.get('onnx_sha256'))[:12]}...; the artifact was altered or is incomplete")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.intra_op_num_threads = 1  # parallelism comes from concurrent calls (see Artifact)
+    opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
-    return Artifact(d, manifest, session)
+    return Artifact(d, manifest, session, threads=threads or get_threads())

@@ -17,7 +17,7 @@ __all__ = ["serve_cmd"]
 @click.option("--host", default="127.0.0.1", help="Address to bind (loopback by default).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, help="TCP port.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="ONNX Runtime intra-op threads per call. Default: $HARMONRANK_THREADS, else 1.")
+              help="Requests scored at once (one ONNX Runtime thread each). Default: $HARMONRANK_THREADS, else 1.")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=10_000, help="Most candidates per request.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=16.0, help="Largest request body (MiB).")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256,

@@ -65,7 +65,7 @@ class UserEncoder(nn.Module):
         if numeric.shape[1]:
             parts.append(numeric)
         if not parts:
-            x = torch.zeros(categorical.shape[0], 1, device=categorical.device)
+            x = torch.zeros(categorical.shape[0], 1, device=categorical.device, dtype=numeric.dtype)
         else:
             x = torch.cat(parts, dim=1)
         out: Tensor = self.mlp(x)

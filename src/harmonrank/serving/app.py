@@ -17,8 +17,9 @@ out-of-range scores, wrong types, empty or too long candidate lists, duplicate i
 size limit, 503 with ``Retry-After`` when more requests wait than the queue allows. No endpoint takes a file
 path, and nothing is unpickled: the artifact is an ONNX graph plus JSON, verified by sha256.
 
-Scoring runs on one worker thread (ONNX Runtime's intra-op threads parallelise each call) while the event
-loop parses the next requests; requests beyond ``max_queue`` waiting or running are shed with 503.
+Scoring runs on ``threads`` worker threads (each request one single-threaded ONNX Runtime call, or chunks
+of a large one spread over the threads) while the event loop parses the next requests; requests beyond
+``max_queue`` parsing, waiting or running are shed with 503.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ class ServiceState:
         self.model = model if model is not None else LoadedModel.load(config.artifact, config)
         self.metrics = _Metrics()
         self.metrics.set_model(self.model)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harmonrank-score")
+        self.pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="harmonrank-score")
         self.admitted = 0
         self.draining = False
         self._reload_lock = threading.Lock()

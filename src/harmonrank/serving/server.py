@@ -3,6 +3,7 @@ connections, reports not-ready, lets every request in flight finish (up to ``gra
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import sys
@@ -39,6 +40,10 @@ def run_server(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
+            # the libraries loaded by now (torch, onnxruntime, pydantic, ...) are millions of long-lived objects:
+            # moving them out of the collector's reach turns ~100 ms full-collection pauses into none
+            gc.collect()
+            gc.freeze()
             if self.started:
                 print(f"harmonrank serve: ready on http://{host}:{port} (model {state.model.version}, "
                       f"{state.model.artifact.manifest.get('ranker')})", file=sys.stderr, flush=True)

@@ -1,0 +1,149 @@
+"""An inference form of a trained :class:`HarmonRankNet`: the same function with its linear maps folded.
+
+Scoring is bound by memory traffic and kernel count, not arithmetic (benchmarks/results/serving.md), so
+the exported graph does the fewest passes over the data it can:
+
+* step-1 attention: Q, K, V come from one GEMM with the 1/sqrt(d_h) scale folded into the query weights
+  (writing the M x M products as broadcasts instead of batched matmuls was measured slower at one thread);
+* the user encoder's first layer is folded into per-column embedding tables (a sum of gathers instead of a
+  concatenation and a GEMM), and everything linear in the user vector (the cross-attention query in token
+  space, the head's user term, the gate) is one GEMM from the hidden layer;
+* cross-attention's value and output projections are folded into the head's first layer (softmax weights
+  sum to 1, so the value bias passes through), and the key bias, constant over tokens, is dropped from
+  the softmax where it cancels.
+
+Folding is done in float64 and rounded once; ``tests/test_export.py`` checks the ONNX graph of this form
+against the trained network in PyTorch (1e-5), and ``tests/test_models.py`` checks this module directly.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .common import log_scores
+from .harmonrank import HarmonRankNet
+
+__all__ = ["FusedHarmonRank"]
+
+
+def _param(t: Tensor, dtype: torch.dtype) -> nn.Parameter:
+    """A folded (float64) weight, rounded once to ``dtype``."""
+    return nn.Parameter(t.detach().to(dtype).contiguous(), requires_grad=False)
+
+
+class _FusedBlock(nn.Module):
+    def __init__(self, block: Any, heads: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        attn = block.attn
+        d: int = attn.q.weight.shape[0]
+        self.heads: int = heads
+        self.dh: int = d // heads
+        scale = self.dh**-0.5
+        f64 = torch.float64
+        self.w_qkv = _param(torch.cat([attn.q.weight.to(f64) * scale, attn.kv.weight.to(f64)]), dtype)  # (3d, d)
+        self.b_qkv = _param(torch.cat([attn.q.bias.to(f64) * scale, attn.kv.bias.to(f64)]), dtype)
+        self.out = copy.deepcopy(attn.out)
+        self.norm1 = copy.deepcopy(block.norm1)
+        self.ff = copy.deepcopy(block.ff)
+        self.norm2 = copy.deepcopy(block.norm2)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, M, d) -> (B, M, d)
+        b, m, d = x.shape
+        qkv = F.linear(x, self.w_qkv, self.b_qkv).view(b, m, 3, self.heads, self.dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, M, dh); the 1/sqrt(dh) scale is in the query weights
+        a = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, H, Mq, Mk)
+        o = (a @ v).transpose(1, 2).reshape(b, m, d)  # (B, Mq, d)
+        x = self.norm1(x + self.out(o))
+        out: Tensor = self.norm2(x + self.ff(x))
+        return out
+
+
+class FusedHarmonRank(nn.Module):
+    """``(scores, categorical, numeric) -> (B,)``: a trained HarmonRankNet's score, folded for inference.
+
+    The folds are computed in float64 and rounded to ``dtype`` (float32 for export; float64 shows the
+    algebra is exact).
+    """
+
+    knots: Tensor
+
+    def __init__(self, trained: HarmonRankNet, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        net: Any = trained  # submodules accessed by name below
+        cfg = net.config
+        f64 = torch.float64
+        m, d = len(cfg.objectives), cfg.d_model
+        self.m, self.d, self.gate_branch, self.use_user = m, d, cfg.gate_branch, cfg.use_user
+        self.standardize = copy.deepcopy(net.standardize)
+        self.register_buffer("knots", net.knots.clone(), persistent=False)
+        self.w_tok = _param(torch.block_diag(*net.token_weight.to(f64).unbind(0)), dtype)  # type: ignore[no-untyped-call]
+        self.b_tok = _param(net.objective.reshape(-1), dtype)
+        self.blocks = nn.ModuleList(_FusedBlock(blk, cfg.n_heads, dtype) for blk in net.blocks)
+
+        # what is linear in the user vector u: [cross-attention query in token space | head's u term | gate]
+        cross, head1, head2 = net.cross, net.head[0], net.head[2]
+        wq, bq = cross.q.weight.to(f64), cross.q.bias.to(f64)
+        wk = cross.kv.weight.to(f64)[:d]
+        wv, bv = cross.kv.weight.to(f64)[d:], cross.kv.bias.to(f64)[d:]
+        wo, bo = cross.out.weight.to(f64), cross.out.bias.to(f64)
+        w1, b1 = head1.weight.to(f64), head1.bias.to(f64)  # (hd, M d + d + d)
+        w1t, w1f, w1u = w1[:, : m * d], w1[:, m * d: (m + 1) * d], w1[:, (m + 1) * d:]
+        rows = [wk.T @ wq / d**0.5, w1u]
+        bias = [wk.T @ bq / d**0.5, b1 + w1f @ (wo @ bv + bo)]
+        if cfg.gate_branch:
+            rows.append(net.gate.weight.to(f64))
+            bias.append(net.gate.bias.to(f64))
+        s_w, s_b = torch.cat(rows), torch.cat(bias)  # applied to u: (d + hd [+ M], d)
+        self.n_query, self.n_head = d, w1.shape[0]
+        if cfg.use_user:
+            enc = net.user
+            mlp1, mlp2 = enc.mlp[0], enc.mlp[2]
+            wa = mlp1.weight.to(f64)  # (d, width or 1)
+            cat_dim = enc.embeddings[0].weight.shape[1] if len(enc.embeddings) else 0
+            self.tables = nn.ParameterList(
+                _param(e.weight.to(f64) @ wa[:, k * cat_dim:(k + 1) * cat_dim].T, dtype)
+                for k, e in enumerate(enc.embeddings))
+            self.has_numeric = enc.width > cat_dim * len(enc.embeddings)
+            self.w_num = _param(wa[:, cat_dim * len(enc.embeddings):], dtype) if self.has_numeric else None
+            self.b_user = _param(mlp1.bias.to(f64), dtype)
+            self.w_u = _param(s_w @ mlp2.weight.to(f64), dtype)  # folded through the user MLP's second layer
+            self.b_u = _param(s_w @ mlp2.bias.to(f64) + s_b, dtype)
+        else:
+            self.tables = nn.ParameterList()
+            self.has_numeric, self.w_num = False, None
+            self.u_const = _param(s_w @ net.user_const.to(f64) + s_b, dtype)
+        self.w_head = _param(torch.cat([w1t, w1f @ wo @ wv], dim=1), dtype)  # on [aligned tokens, pooled tokens]
+        self.head2 = copy.deepcopy(head2)
+        self.requires_grad_(False)
+
+    def forward(self, scores: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:
+        b = scores.shape[0]
+        z = self.standardize(scores)  # (B, M)
+        basis = torch.cat([z[..., None], torch.relu(z[..., None] - self.knots)], dim=-1).reshape(b, -1)
+        x = (basis @ self.w_tok + self.b_tok).view(b, self.m, self.d)
+        for blk in self.blocks:
+            x = blk(x)
+        if self.use_user:
+            pre = self.b_user.expand(b, -1)
+            for k, table in enumerate(self.tables):
+                pre = pre + F.embedding(categorical[:, k], table)
+            if self.w_num is not None:
+                pre = pre + F.linear(numeric, self.w_num)
+            uterms = F.linear(F.gelu(pre), self.w_u, self.b_u)
+        else:
+            uterms = self.u_const.expand(b, -1)
+        g = uterms[:, : self.n_query]  # cross-attention query, in token space
+        w = torch.softmax((x * g[:, None, :]).sum(-1), dim=-1)  # (B, M)
+        pooled = (w[..., None] * x).sum(1)  # (B, d)
+        h = torch.cat([x.reshape(b, -1), pooled], dim=1) @ self.w_head.T
+        h = h + uterms[:, self.n_query: self.n_query + self.n_head]
+        score: Tensor = self.head2(F.gelu(h))[:, 0]
+        if self.gate_branch:
+            gate = F.softplus(uterms[:, self.n_query + self.n_head:])
+            score = score + (gate * log_scores(scores)).sum(1)
+        return score
