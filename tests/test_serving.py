@@ -319,3 +319,43 @@ def test_serve_refuses_a_broken_artifact_before_binding(models: dict[str, Path],
     (broken / "manifest.json").write_text(json.dumps(manifest))
     assert run(["serve", "-a", str(broken), "--port", str(free_port())]) == 2
     assert "sha256" in capsys.readouterr().err
+
+
+def test_fast_parser_accepts_only_what_pydantic_accepts_and_gives_the_same_values() -> None:
+    from harmonrank.serving.parse import Parsed, parse_fast, parse_with_pydantic
+    from harmonrank.serving.schema import RankModels
+
+    models = RankModels.build(OBJ, ("u_device", "u_city_tier"), ("u_tenure_days",), max_candidates=5)
+    ok = _candidate
+    bodies: list[Any] = [
+        {"candidates": [ok(1), ok("b")]},
+        {"candidates": [ok(1, click=0, buy=1)], "top_k": 1, "request_id": "r"},
+        {"candidates": [ok(1)], "user": {"u_device": "ios", "u_city_tier": 3, "u_tenure_days": 5, "zzz": [1]}},
+        {"candidates": [{**ok(1), "features": {"u_device": None, "u_tenure_days": 2.5}}, ok(2)],
+         "user": {"u_device": True}},
+        {"candidates": [{**ok(1), "features": None}]},
+        {"candidates": [ok(1), ok("1")]},  # duplicate once stringified
+        {"candidates": [ok(True)]}, {"candidates": [ok(1.0)]}, {"candidates": [ok(2**63)]}, {"candidates": [ok("")]},
+        {"candidates": [ok(1, click=True)]}, {"candidates": [ok(1, click="0.1")]}, {"candidates": [ok(1, click=1.01)]},
+        {"candidates": [ok(1, click=None)]}, {"candidates": [{"id": 1, "scores": {**dict.fromkeys(OBJ, 0.5), "x": 1}}]},
+        {"candidates": [{"id": 1, "scores": dict.fromkeys(OBJ[1:], 0.5)}]},
+        {"candidates": [{**ok(1), "extra": 1}]}, {"candidates": [ok(i) for i in range(6)]}, {"candidates": []},
+        {"candidates": [ok(1)], "top_k": True}, {"candidates": [ok(1)], "top_k": 0}, {"candidates": [ok(1)], "x": 1},
+        {"candidates": [ok(1)], "user": {"u_tenure_days": True}}, {"candidates": [ok(1)], "user": {"u_device": 1.5}},
+        {"candidates": [ok(1)], "user": {"u_tenure_days": 10**30}}, {"candidates": [ok(1)], "user": []},
+        {"candidates": [ok(1)], "request_id": 5}, [ok(1)], "x", None,
+    ]
+    raw = [json.dumps(b).encode() for b in bodies]
+    raw += [b"{", b"\xff", b'{"candidates": [{"id": 1, "scores": {"click": NaN}}]}']
+    accepted = 0
+    for body in raw:
+        fast, ref = parse_fast(body, models, 5), parse_with_pydantic(body, models)
+        if fast is None:
+            continue
+        accepted += 1
+        assert isinstance(ref, Parsed), (body, ref)
+        assert (fast.request_id, fast.top_k, fast.ids, fast.user, fast.overrides) == \
+            (ref.request_id, ref.top_k, ref.ids, ref.user, ref.overrides), body
+        assert np.array_equal(fast.scores, ref.scores) and fast.scores.dtype == np.float32
+    # the five valid bodies at the top, and 10**30 as a numeric feature (orjson reads it as a float; pydantic agrees)
+    assert accepted == 6

@@ -190,13 +190,14 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
 class Artifact:
     """A loaded, verified serving artifact: ``score(table)`` through ONNX Runtime.
 
-    The session runs each call on one thread; ``threads`` > 1 scores large inputs as chunks of
-    ``CHUNK_ROWS`` rows on that many threads at once (ONNX Runtime releases the GIL). On this project's
+    The session runs each call on one thread; ``threads`` > 1 scores inputs of at least 512 rows as chunks
+    (at most ``CHUNK_ROWS`` rows) on that many threads at once (ONNX Runtime releases the GIL). On this project's
     2-core machine that was 1.4x faster than one call on two intra-op threads (benchmarks/results/serving.md):
     the net is many small kernels, which parallelise poorly inside one call.
     """
 
     CHUNK_ROWS = 2048
+    MIN_SPLIT_ROWS = 256  # smaller inputs are one call: a thread hop costs more than it saves
 
     def __init__(self, path: Path, manifest: dict[str, Any], session: Any, threads: int = 1) -> None:
         self.path = path
@@ -232,9 +233,10 @@ class Artifact:
 
     def run(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
         """(n,) float32 scores of already encoded inputs: one call, or chunks on ``threads`` threads."""
-        n, c = len(scores), self.CHUNK_ROWS
-        if self._pool is None or n <= c:
+        n = len(scores)
+        if self._pool is None or n < 2 * self.MIN_SPLIT_ROWS:
             return self._run1(scores, categorical, numeric)
+        c = min(self.CHUNK_ROWS, -(-n // self.threads))  # a 500-candidate request: two calls of 250 rows
         starts = range(0, n, c)
         parts = self._pool.map(lambda a: self._run1(scores[a:a + c], categorical[a:a + c], numeric[a:a + c]), starts)
         return np.concatenate(list(parts))
