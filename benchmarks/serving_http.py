@@ -195,8 +195,9 @@ def main() -> None:
         "# HTTP ranking service under load",
         "",
         f"`python benchmarks/serving_http.py` on {meta['machine']}; a default HarmonRank net served by "
-        "`harmonrank serve` (uvicorn, one process, scoring on one worker thread with ONNX Runtime at the given "
-        "intra-op threads); client: asyncio HTTP/1.1 keep-alive in another process on the same 2 cores "
+        "`harmonrank serve --threads T` (uvicorn, one process; T scoring threads, one single-threaded ONNX Runtime "
+        "call each, a request of >= 512 candidates split over them); client: asyncio HTTP/1.1 keep-alive in "
+        "this benchmark's process on the same 2 cores "
         "(its CPU share is given: it competes with the server). Each cell: at most "
         f"{args.requests:,} requests or {args.seconds:g} s after a warm-up. Load average after: "
         + " ".join(f"{x:.2f}" for x in meta["load_after"]) + ".",

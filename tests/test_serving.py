@@ -359,3 +359,34 @@ def test_fast_parser_accepts_only_what_pydantic_accepts_and_gives_the_same_value
         assert np.array_equal(fast.scores, ref.scores) and fast.scores.dtype == np.float32
     # the five valid bodies at the top, and 10**30 as a numeric feature (orjson reads it as a float; pydantic agrees)
     assert accepted == 6
+
+
+def test_a_request_admitted_before_a_reload_finishes_on_the_old_model(models: dict[str, Path], tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from harmonrank.serving import ServeConfig, ServiceState
+
+    current = tmp_path / "current"
+    current.symlink_to(models["hr"], target_is_directory=True)
+    state = ServiceState(ServeConfig(artifact=current))
+    old = state.model.version
+    gate = threading.Event()
+    state.pool.submit(gate.wait)  # the only scoring thread is busy: the next request waits behind it
+    body = json.dumps({"candidates": [_candidate(1), _candidate(2, buy=0.9)]}).encode()
+
+    async def scenario() -> tuple[int, bytes]:
+        task = asyncio.create_task(state.rank(body))
+        await asyncio.sleep(0.2)  # parsed and queued for scoring on the model it started with
+        current.unlink()
+        current.symlink_to(models["formula"], target_is_directory=True)
+        swapped, message = await asyncio.get_running_loop().run_in_executor(None, state.reload)
+        assert swapped and state.model.version != old, message
+        gate.set()
+        return await task
+
+    code, out = asyncio.run(scenario())
+    assert code == 200 and json.loads(out)["model_version"] == old
+    code, out = asyncio.run(state.rank(body))
+    assert json.loads(out)["model_version"] == state.model.version != old
+    state.pool.shutdown()

@@ -163,8 +163,8 @@ def _batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.Rec
             yield from reader
         return
     pf = pq.ParquetFile(path)
-    # one iterator per row group: a single iter_batches over the whole file grew the process by ~10 MiB per
-    # batch (690 MiB peak at 10M rows vs 400 MiB this way; benchmarks/results/serving.md)
+    # one iterator per row group: a single iter_batches over the whole file grew the process with every
+    # batch, so peak memory depended on the file's size (benchmarks/results/serving.md)
     for group in range(pf.metadata.num_row_groups):
         yield from pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group])
 

@@ -191,9 +191,8 @@ class Artifact:
     """A loaded, verified serving artifact: ``score(table)`` through ONNX Runtime.
 
     The session runs each call on one thread; ``threads`` > 1 scores inputs of at least 512 rows as chunks
-    (at most ``CHUNK_ROWS`` rows) on that many threads at once (ONNX Runtime releases the GIL). On this project's
-    2-core machine that was 1.4x faster than one call on two intra-op threads (benchmarks/results/serving.md):
-    the net is many small kernels, which parallelise poorly inside one call.
+    (at most ``CHUNK_ROWS`` rows) on that many threads at once (ONNX Runtime releases the GIL): the net is
+    many small kernels (benchmarks/results/onnx_profile.md), which parallelise poorly inside one call.
     """
 
     CHUNK_ROWS = 2048
