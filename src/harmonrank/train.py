@@ -28,7 +28,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from .distributed import gather_rows, gather_scores, shard, world
 from .errors import ConfigError, HarmonRankError
 from .features import EncodedBatch
 from .io import atomic_write, write_json
@@ -150,6 +152,11 @@ class Trainer:
         self.metadata = metadata or {}  # saved in every checkpoint.json (net config, objectives, vocabularies)
         self.device = resolve_device(config.device)
         self.net = net.to(self.device)
+        self.dist = world()  # one process, or this rank of a torchrun job (harmonrank.distributed)
+        self.model: nn.Module = self.net
+        if self.dist.size > 1:  # gradients averaged over ranks; with the gathered loss that is the exact gradient
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.net, device_ids=ids, forward_sync_buffers=False)
         self.loss = loss.to(self.device)
         self.config = config
         self.objective_weights = tuple(objective_weights)
@@ -175,7 +182,7 @@ class Trainer:
         return t
 
     def save_checkpoint(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.main:  # rank 0 writes; every rank can resume from it
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.run_dir / "checkpoint.safetensors") as tmp:
@@ -278,46 +285,62 @@ class Trainer:
         group_t = torch.from_numpy(gid).to(self.device)
         while self.epoch < cfg.max_epochs and not self._stopped():
             rng = np.random.default_rng([cfg.seed, self.epoch])
+            size = cfg.batch_size * self.dist.size  # the global batch: batch_size rows per process
             if cfg.batch_by == "request":
-                batches = request_batches(train_group, cfg.batch_size, rng)
+                batches = request_batches(train_group, size, rng)
             else:
                 perm = rng.permutation(len(train))
-                batches = [perm[a:a + cfg.batch_size] for a in range(0, len(perm), cfg.batch_size)]
+                batches = [perm[a:a + size] for a in range(0, len(perm), size)]
             self.net.train()
             t0 = time.perf_counter()
             total, seen = 0.0, 0
             for done, idx_np in enumerate(batches, 1):
-                idx = torch.from_numpy(idx_np)
-                b = train.index(idx).to(self.device)
-                idx = idx.to(self.device)
-                loss = self.loss(self.net(b), labels_t[idx], group_t[idx])
+                loss = self.step_loss(train, labels_t, group_t, idx_np)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)
                 self.optimizer.step()
                 total += float(loss.detach()) * len(idx_np)
                 seen += len(idx_np)
-                if on_batch is not None:
+                if on_batch is not None and self.dist.main:
                     on_batch(self.epoch + 1, done, len(batches))
             secs = time.perf_counter() - t0
             self.epoch += 1
             record: dict[str, float] = {"epoch": self.epoch, "train_loss": total / max(seen, 1),
                                         "seconds": secs, "samples_per_s": seen / max(secs, 1e-9)}
             if valid is not None and valid_labels is not None:
-                metric = self.metric(predict_net(self.net, valid, cfg.eval_batch, self.device), valid_labels)
+                metric = self.metric(self.predict(valid), valid_labels)
                 record["valid_auc_sum"] = metric
                 if metric > self.best_metric + 1e-6:
                     self.best_metric, self.best_epoch = metric, self.epoch
                     self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             self.history.append(record)
             log.info("epoch %d: %s", self.epoch, record)
-            if on_epoch is not None:
+            if on_epoch is not None and self.dist.main:
                 on_epoch(record)
             self.save_checkpoint()
         if self.best_state is not None:
             self.net.load_state_dict(self.best_state)
         return self.history
+
+    def step_loss(self, train: EncodedBatch, labels: torch.Tensor, group: torch.Tensor,
+                  rows: np.ndarray) -> torch.Tensor:
+        """The loss of one global batch ``rows``; under torchrun this rank scores its slice and the scores of
+        all ranks are gathered with their gradients, so the loss is the one of the whole batch
+        (harmonrank.distributed explains why the resulting gradient is exact)."""
+        local, sizes = shard(rows, self.dist)
+        out = self.model(train.index(torch.from_numpy(local)).to(self.device))
+        out = gather_scores(out, sizes)
+        idx = torch.from_numpy(rows).to(self.device)
+        loss: torch.Tensor = self.loss(out, labels[idx], group[idx])
+        return loss
+
+    def predict(self, data: EncodedBatch) -> np.ndarray:
+        """Outputs of the network on ``data``; under torchrun each rank scores a slice and all get the whole."""
+        local, sizes = shard(np.arange(len(data)), self.dist)
+        part = predict_net(self.net, data.index(torch.from_numpy(local)), self.config.eval_batch, self.device)
+        return gather_rows(part, sizes)
 
     def epochs_without_improvement(self) -> int:
         """Epochs since the exponential moving average of the validation metric last rose by ``min_delta``.

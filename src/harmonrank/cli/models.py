@@ -9,6 +9,7 @@ import click
 
 from ..config import load_config
 from ..data import read_table
+from ..distributed import DistInfo, init_from_env
 from ..errors import ConfigError
 from ..io import write_json
 from ..models import LOSSES
@@ -17,7 +18,7 @@ from ..rankers import RANKERS, load_ranker, make_ranker, ranker_names, ranker_ta
 from ..ranking import METHODS
 from ..scoring import evaluate_file, score_file
 from ..summary import markdown_table
-from ..train import Device, TrainConfig
+from ..train import Device, TrainConfig, resolve_device
 from ._common import DIR, FILE, Reporter, cli, config_option, console, err_console, rich_rows, threads_option
 
 __all__ = ["evaluate_cmd", "export_cmd", "predict_cmd", "rankers_cmd", "train_cmd"]
@@ -114,7 +115,24 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
               batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
               weights: str | None, loss_method: Any,
               temperature: float | None, device: Device, resume: bool) -> None:
-    """Train a ranker on a dataset and save it to a run folder."""
+    """Train a ranker on a dataset and save it to a run folder.
+
+    Under torchrun (`torchrun --nproc-per-node N -m harmonrank train ...`) the processes train one model
+    with DistributedDataParallel and one global rank loss; --batch-size is per process (docs/scale.md)."""
+    info = init_from_env(resolve_device(device))
+    try:
+        _train(info, data, valid, config, ranker, out, epochs, batch_size, lr, patience, smoothing, min_delta, seed,
+               weights, loss_method, temperature, device, resume)
+    finally:
+        if info.size > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(info: DistInfo, data: Path, valid: Path | None, config: Path | None, ranker: str, out: Path, epochs: int,
+           batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
+           weights: str | None, loss_method: Any, temperature: float | None, device: Device, resume: bool) -> None:
     cfg = load_config(config)
     if weights:
         cfg = cfg.with_objective_weights(parse_objective_values(weights, cfg.names, what="--weights"))
@@ -127,7 +145,10 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
         train_t, valid_t = table, read_table(valid, cfg)
     else:
         train_t, valid_t = table.split_by_time((0.8, 0.2))
-    err_console.print(f"training {ranker} on {len(train_t):,} rows, validating on {len(valid_t):,}")
+    if info.main:
+        err_console.print(f"training {ranker} on {len(train_t):,} rows, validating on {len(valid_t):,}"
+                          + (f" ({info.size} processes, global batch {info.size * batch_size:,} rows)"
+                             if info.size > 1 else ""))
 
     spec = RANKERS[ranker]
     meaning = f" (= {LOSSES[spec.loss].meaning})" if spec.loss in LOSSES else ""
@@ -137,6 +158,9 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
                           f"{r.get('valid_auc_sum', float('nan')):.4f}  {r['samples_per_s']:,.0f} samples/s",
                           highlight=False)
 
+    if not info.main:  # the other ranks train silently; rank 0 reports and writes
+        model.fit(train_t, valid=valid_t, run_dir=out, resume=resume)
+        return
     with Reporter("train", "batches") as rep:
         model.fit(train_t, valid=valid_t, run_dir=out, resume=resume, on_epoch=show,
                   on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
