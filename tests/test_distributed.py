@@ -121,3 +121,31 @@ def test_torchrun_is_reproducible_resumes_exactly_and_only_rank_0_writes(sim_pat
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
     for k, v in a.items():
         assert torch.equal(v, b[k]), k  # same seed and world size, and an exact resume: the same model
+
+
+def test_torchrun_trains_on_streamed_files(tmp_path: Path) -> None:
+    """Two ranks, each reading its own row groups of a directory of Parquet files."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from harmonrank import SimulatorConfig, simulate
+
+    simulate(tmp_path / "train" / "a.parquet", SimulatorConfig(rows=8_000, seed=5, chunk_rows=2_000))
+    simulate(tmp_path / "b.parquet", SimulatorConfig(rows=8_000, seed=6, chunk_rows=2_000))
+    source = pq.ParquetFile(tmp_path / "b.parquet")  # its request ids restart at 0: shift them, row group by group
+    with pq.ParquetWriter(tmp_path / "train" / "b.parquet", source.schema_arrow) as w:
+        for g in range(source.metadata.num_row_groups):
+            t = source.read_row_group(g)
+            col = t.schema.get_field_index("request_id")
+            w.write_table(t.set_column(col, "request_id", pc.add(t.column(col), 10**9)))
+    simulate(tmp_path / "valid.parquet", SimulatorConfig(rows=4_000, seed=7))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HARMONRANK_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                           "--master-port", str(_free_port()), "-m", "harmonrank", "train", "-d",
+                           str(tmp_path / "train"), "--valid", str(tmp_path / "valid.parquet"), "--epochs", "1",
+                           "--batch-size", "1024", "-o", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=240, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 processes" in " ".join(proc.stderr.split()) and (tmp_path / "run" / "model.json").exists()
+    assert "terminate" not in proc.stderr

@@ -340,6 +340,33 @@ def concat_tables(parts: list[Table]) -> Table:
     )
 
 
+def read_row_group(path: str | Path, group: int, config: DatasetConfig, *, labels: bool = True,
+                   offset: int = 0) -> Table:
+    """One row group of a Parquet file, validated like :func:`read_table` (``offset``: the row number of its
+    first row in the file, for error messages). Streaming readers (:mod:`harmonrank.stream`) use it."""
+    path = Path(path)
+    try:
+        pf = pq.ParquetFile(path)
+        names = list(pf.schema_arrow.names)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"cannot read {str(path)!r} as parquet: {err}") from err
+    _needed_columns(config, names, labels=labels, keep=())
+    columns = [config.request_column, config.user_column, *(o.score for o in config.objectives)]
+    if labels:
+        columns += [o.label for o in config.objectives]
+    columns = list(dict.fromkeys(columns + list(config.categorical) + list(config.numeric)))
+    problems = _Problems()
+    try:
+        tbl = pf.read_row_group(group, columns=columns).combine_chunks()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"cannot read row group {group} of {str(path)!r}: {err}") from err
+    batches = tbl.to_batches()
+    rb = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=tbl.schema)
+    table = _batch_to_table(rb, config, labels, False, problems, offset, False, ())
+    problems.raise_if_any(f"{path} (row group {group})")
+    return table
+
+
 def read_table(
     path: str | Path,
     config: DatasetConfig,

@@ -35,7 +35,8 @@ from torch import Tensor
 
 from .errors import ConfigError
 
-__all__ = ["DistInfo", "gather_rows", "gather_scores", "init_from_env", "shard", "world"]
+__all__ = ["DistInfo", "all_sizes", "any_rank", "gather_rows", "gather_scores", "gather_tensor", "init_from_env",
+           "shard", "world"]
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +121,33 @@ def gather_rows(local: np.ndarray, sizes: list[int]) -> np.ndarray:
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).numpy()
+
+
+def all_sizes(n: int) -> list[int]:
+    """Every rank's ``n`` (e.g. its batch's row count), in rank order."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [n]
+    t = torch.tensor([n], dtype=torch.int64)
+    out = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t)
+    return [int(x) for x in out]
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any (e.g. "I still have a batch this epoch")."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather_tensor(local: Tensor, sizes: list[int]) -> Tensor:
+    """Every rank's rows of a tensor without gradients (labels, request ids), concatenated in rank order."""
+    if len(sizes) == 1:
+        return local
+    longest = max(sizes)
+    padded = torch.cat([local, local.new_zeros((longest - local.shape[0], *local.shape[1:]))])
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])

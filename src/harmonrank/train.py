@@ -14,11 +14,12 @@ same machine, and a resumed run continues exactly where the checkpoint left it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -30,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .distributed import gather_rows, gather_scores, shard, world
+from .distributed import all_sizes, any_rank, gather_rows, gather_scores, gather_tensor, shard, world
 from .errors import ConfigError, HarmonRankError
 from .features import EncodedBatch
 from .io import atomic_write, write_json
@@ -169,6 +170,7 @@ class Trainer:
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epoch = 0  # epochs completed
+        self._step_rows = 0
 
     # ------------------------------------------------------------------ checkpoints
     def _state_tensors(self) -> dict[str, torch.Tensor]:
@@ -278,39 +280,119 @@ class Trainer:
         ``on_epoch(record)`` after each epoch, ``on_batch(epoch, done, total)`` after each batch.
         """
         cfg = self.config
-        if resume:
-            self.load_checkpoint()
         labels_t = torch.from_numpy(np.asarray(train_labels, dtype=np.float32)).to(self.device)
         _, gid = np.unique(train_group, return_inverse=True)
         group_t = torch.from_numpy(gid).to(self.device)
-        while self.epoch < cfg.max_epochs and not self._stopped():
-            rng = np.random.default_rng([cfg.seed, self.epoch])
+
+        def steps(epoch: int) -> Iterator[tuple[Callable[[], torch.Tensor], int, int]]:
+            rng = np.random.default_rng([cfg.seed, epoch])
             size = cfg.batch_size * self.dist.size  # the global batch: batch_size rows per process
             if cfg.batch_by == "request":
                 batches = request_batches(train_group, size, rng)
             else:
                 perm = rng.permutation(len(train))
                 batches = [perm[a:a + size] for a in range(0, len(perm), size)]
+            for rows in batches:
+                yield functools.partial(self.step_loss, train, labels_t, group_t, rows), len(rows), len(batches)
+
+        def validate() -> float:
+            assert valid is not None and valid_labels is not None
+            return self.metric(self.predict(valid), valid_labels)
+
+        has_valid = valid is not None and valid_labels is not None
+        return self._loop(steps, validate if has_valid else None, resume, on_epoch, on_batch)
+
+    def fit_stream(
+        self,
+        batches: Callable[[int], Iterator[tuple[EncodedBatch, torch.Tensor, torch.Tensor]]],
+        valid: Callable[[], Iterator[tuple[EncodedBatch, np.ndarray]]] | None,
+        *,
+        batches_per_epoch: int = 0,
+        resume: bool = False,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+        on_batch: Callable[[int, int, int], None] | None = None,
+    ) -> list[dict[str, float]]:
+        """:meth:`fit` for data streamed from disk (:class:`harmonrank.stream.StreamLoader`).
+
+        ``batches(epoch)`` yields this rank's (batch, labels, request ids) of an epoch; the ranks agree step by
+        step on whether any still has a batch (one that has run out scores one row of its last batch and
+        contributes nothing), so no row is dropped. ``valid()`` yields this rank's (batch, labels) of the
+        validation set; the scores of all ranks are gathered and the metric is computed exactly on the whole
+        set. ``batches_per_epoch`` is only the progress bar's estimate.
+        """
+        last: list[EncodedBatch] = []
+
+        def steps(epoch: int) -> Iterator[tuple[Callable[[], torch.Tensor], int, int]]:
+            it = batches(epoch)
+            while True:
+                item = next(it, None)
+                if not any_rank(item is not None):
+                    return
+                if item is not None:
+                    last[:] = [item[0].index(slice(0, 1))]
+                yield functools.partial(self.stream_step_loss, item, last[0]), -1, batches_per_epoch
+
+        def validate() -> float:
+            assert valid is not None
+            scores, labels = [], []
+            for b, y in valid():
+                scores.append(predict_net(self.net, b, self.config.eval_batch, self.device))
+                labels.append(y)
+            s = np.concatenate(scores) if scores else np.empty(0)
+            y_all = np.concatenate(labels) if labels else np.empty((0, len(self.objective_weights)), np.int8)
+            sizes = all_sizes(len(s))
+            return self.metric(gather_rows(s, sizes), gather_rows(y_all, sizes))
+
+        return self._loop(steps, validate if valid is not None else None, resume, on_epoch, on_batch)
+
+    def stream_step_loss(self, item: tuple[EncodedBatch, torch.Tensor, torch.Tensor] | None,
+                         fallback: EncodedBatch) -> torch.Tensor:
+        """The loss of one step of streamed batches: this rank's scores (none if ``item`` is None) gathered
+        with those of the other ranks, labels and request ids gathered plainly."""
+        if item is None:  # this rank has run out: one row keeps DDP's backward in step, none reaches the loss
+            out = self.model(fallback.to(self.device))[:0]
+            labels = torch.zeros((0, len(self.objective_weights)), dtype=torch.float32)
+            group = torch.zeros(0, dtype=torch.int64)
+        else:
+            batch, labels, group = item
+            out = self.model(batch.to(self.device))
+        sizes = all_sizes(int(out.shape[0]))
+        self._step_rows = sum(sizes)  # the global batch's rows, for the epoch's samples/s
+        out = gather_scores(out, sizes)
+        labels = gather_tensor(labels, sizes).to(self.device)
+        group = gather_tensor(group, sizes).to(self.device)
+        loss: torch.Tensor = self.loss(out, labels, group)
+        return loss
+
+    def _loop(self, steps: Callable[[int], Iterator[tuple[Callable[[], torch.Tensor], int, int]]],
+              validate: Callable[[], float] | None, resume: bool,
+              on_epoch: Callable[[dict[str, float]], None] | None,
+              on_batch: Callable[[int, int, int], None] | None) -> list[dict[str, float]]:
+        cfg = self.config
+        if resume:
+            self.load_checkpoint()
+        while self.epoch < cfg.max_epochs and not self._stopped():
             self.net.train()
             t0 = time.perf_counter()
             total, seen = 0.0, 0
-            for done, idx_np in enumerate(batches, 1):
-                loss = self.step_loss(train, labels_t, group_t, idx_np)
+            for done, (step, rows, n_batches) in enumerate(steps(self.epoch), 1):
+                loss = step()
+                rows = rows if rows >= 0 else self._step_rows
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)
                 self.optimizer.step()
-                total += float(loss.detach()) * len(idx_np)
-                seen += len(idx_np)
+                total += float(loss.detach()) * rows
+                seen += rows
                 if on_batch is not None and self.dist.main:
-                    on_batch(self.epoch + 1, done, len(batches))
+                    on_batch(self.epoch + 1, done, max(n_batches, done))
             secs = time.perf_counter() - t0
             self.epoch += 1
             record: dict[str, float] = {"epoch": self.epoch, "train_loss": total / max(seen, 1),
                                         "seconds": secs, "samples_per_s": seen / max(secs, 1e-9)}
-            if valid is not None and valid_labels is not None:
-                metric = self.metric(self.predict(valid), valid_labels)
+            if validate is not None:
+                metric = validate()
                 record["valid_auc_sum"] = metric
                 if metric > self.best_metric + 1e-6:
                     self.best_metric, self.best_epoch = metric, self.epoch

@@ -87,9 +87,16 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 
 @cli.command("train")
 @threads_option
-@click.option("--data", "-d", type=FILE, required=True, help="Training data (Parquet/CSV, data contract).")
-@click.option("--valid", type=FILE, default=None,
-              help="Validation data for early stopping. Default: the last 20% of --data by time.")
+@click.option("--data", "-d", type=click.Path(path_type=Path), required=True,
+              help="Training data (data contract): a Parquet/CSV file read into memory, or a directory or glob of "
+                   "Parquet files streamed row group by row group (docs/scale.md).")
+@click.option("--valid", type=click.Path(path_type=Path), default=None,
+              help="Validation data for early stopping (file, directory or glob). Default: the last 20% of --data "
+                   "by time (in-memory data only).")
+@click.option("--stream", is_flag=True,
+              help="Stream --data from disk even when it is one file (automatic for a directory or glob).")
+@click.option("--buffer-rows", type=click.IntRange(min=1), default=262_144,
+              help="Streaming: rows held in the shuffle buffer.")
 @config_option
 @click.option("--ranker", "-r", cls=_RankerOption, default="harmonrank", show_default=True, help="Ranker name.")
 @click.option("--out", "-o", type=DIR, required=True,
@@ -111,7 +118,8 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
               help="Relative temperature of the soft-AUC operator. Default: the operator's own.")
 @device_option
 @click.option("--resume", is_flag=True, help="Continue a killed run from the last checkpoint in --out.")
-def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, out: Path, epochs: int,
+def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, config: Path | None, ranker: str,
+              out: Path, epochs: int,
               batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
               weights: str | None, loss_method: Any,
               temperature: float | None, device: Device, resume: bool) -> None:
@@ -120,17 +128,22 @@ def train_cmd(data: Path, valid: Path | None, config: Path | None, ranker: str, 
     Under torchrun (`torchrun --nproc-per-node N -m harmonrank train ...`) the processes train one model
     with DistributedDataParallel and one global rank loss; --batch-size is per process (docs/scale.md)."""
     info = init_from_env(resolve_device(device))
+    ok = False
     try:
-        _train(info, data, valid, config, ranker, out, epochs, batch_size, lr, patience, smoothing, min_delta, seed,
-               weights, loss_method, temperature, device, resume)
+        _train(info, data, valid, stream, buffer_rows, config, ranker, out, epochs, batch_size, lr, patience,
+               smoothing, min_delta, seed, weights, loss_method, temperature, device, resume)
+        ok = True
     finally:
         if info.size > 1:
             import torch.distributed as dist
 
+            if ok:
+                dist.barrier()  # rank 0 has written the model; leave together (gloo aborts on a lone exit)
             dist.destroy_process_group()
 
 
-def _train(info: DistInfo, data: Path, valid: Path | None, config: Path | None, ranker: str, out: Path, epochs: int,
+def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, buffer_rows: int, config: Path | None,
+           ranker: str, out: Path, epochs: int,
            batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
            weights: str | None, loss_method: Any, temperature: float | None, device: Device, resume: bool) -> None:
     cfg = load_config(config)
@@ -140,6 +153,9 @@ def _train(info: DistInfo, data: Path, valid: Path | None, config: Path | None, 
                        min_delta=min_delta, seed=seed,
                        loss_method=loss_method, temperature=temperature, device=device)
     model = make_ranker(ranker, tcfg)
+    if stream or data.is_dir() or any(ch in str(data) for ch in "*?["):
+        _train_streamed(info, model, data, valid, cfg, out, resume, buffer_rows)
+        return
     table = read_table(data, cfg)
     if valid is not None:
         train_t, valid_t = table, read_table(valid, cfg)
@@ -166,6 +182,37 @@ def _train(info: DistInfo, data: Path, valid: Path | None, config: Path | None, 
                   on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
     model.save(out)
     console.print(f"{ranker}: valid AUC-sum {model.score(valid_t):.4f}; saved to {out}")
+
+
+def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, cfg: Any, out: Path, resume: bool,
+                    buffer_rows: int) -> None:
+    from ..rankers import NeuralRanker
+    from ..stream import ParquetSource
+
+    if valid is None:
+        raise ConfigError("--valid is needed when --data is streamed (a directory, a glob or --stream): a split by "
+                          "time needs the whole table in memory")
+    if not isinstance(model, NeuralRanker):
+        raise ConfigError(f"ranker {model.name!r} trains in memory only; streamed data trains neural rankers")
+    source, valid_source = ParquetSource(data), ParquetSource(valid)
+    if info.main:
+        err_console.print(f"training {model.name} streamed from {source} ({source.rows:,} rows), validating on "
+                          f"{valid_source.rows:,} rows" + (f"; {info.size} processes" if info.size > 1 else ""))
+
+    def show(r: dict[str, float]) -> None:
+        err_console.print(f"epoch {int(r['epoch'])}: train loss {r['train_loss']:.4f}  valid AUC-sum "
+                          f"{r.get('valid_auc_sum', float('nan')):.4f}  {r['samples_per_s']:,.0f} samples/s",
+                          highlight=False)
+
+    if not info.main:
+        model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows)
+        return
+    with Reporter("train", "batches") as rep:
+        model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows,
+                         on_epoch=show, on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
+    model.save(out)
+    best = max((h.get("valid_auc_sum", float("-inf")) for h in model.history_), default=float("nan"))
+    console.print(f"{model.name}: valid AUC-sum {best:.4f} (best epoch); saved to {out}")
 
 
 @cli.command("predict")

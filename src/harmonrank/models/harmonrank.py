@@ -165,7 +165,7 @@ class HarmonRankNet(nn.Module):
         b, m = logits.shape
         basis = torch.cat([logits[..., None], torch.relu(logits[..., None] - self.knots)], dim=-1)  # (B, M, k+1)
         weight: Tensor = torch.block_diag(*self.token_weight.unbind(0))  # type: ignore[no-untyped-call]
-        out: Tensor = (basis.reshape(b, -1) @ weight).view(b, m, -1) + self.objective  # (M*(k+1), M*d) weight
+        out: Tensor = (basis.reshape(b, m * basis.shape[-1]) @ weight).view(b, m, self.config.d_model) + self.objective
         return out
 
     def user_vector(self, categorical: Tensor, numeric: Tensor, batch: int) -> Tensor:  # -> (B, d)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..config import DatasetConfig
 from ..data import Table
 from ..errors import ConfigError
 from ..features import EncodedBatch, FeatureEncoder, logit_moments
@@ -21,6 +22,9 @@ from ..models import LOSSES, NETWORKS, make_loss
 from ..models.common import LogitStandardizer
 from ..train import Device, TrainConfig, Trainer, predict_net, resolve_device
 from .base import BatchCallback, EpochCallback, Ranker, labels_of
+
+if TYPE_CHECKING:
+    from ..stream import ParquetSource
 
 __all__ = ["NeuralRanker"]
 
@@ -91,6 +95,55 @@ class NeuralRanker(Ranker):
             on_batch=on_batch,
         )
         self.best_epoch_ = trainer.best_epoch
+
+    def fit_stream(self, train: ParquetSource, valid: ParquetSource, config: DatasetConfig, *,
+                   run_dir: str | Path | None = None, resume: bool = False, on_epoch: EpochCallback | None = None,
+                   on_batch: BatchCallback | None = None, buffer_rows: int = 262_144,
+                   max_vocab: int = 10_000, min_count: int = 1) -> NeuralRanker:
+        """Fit on Parquet data streamed from disk (a file, directory or glob: :mod:`harmonrank.stream`).
+
+        One pass over ``train`` fits the encoder and logit statistics (bounded memory: vocabularies, moments,
+        request ids); training then reads row groups through a shuffle buffer of ``buffer_rows`` rows.
+        Under torchrun each rank reads its own row groups. ``valid`` is scored in full each epoch.
+        """
+        from ..distributed import world
+        from ..stream import StreamLoader, scan
+
+        info = world()
+        if len(train.fragments) < info.size:
+            raise ConfigError(f"{train.path} has {len(train.fragments)} row groups for {info.size} processes: "
+                              "each process needs at least one (write smaller row groups)")
+        stats = scan(train, config, max_vocab=max_vocab, min_count=min_count)
+        self.config_ = config
+        self.encoder_ = stats.encoder
+        cls, cfg_cls = NETWORKS[self.net]
+        try:
+            self.net_config_ = cfg_cls(objectives=tuple(config.names), vocab_sizes=self.encoder_.vocab_sizes,
+                                       numeric_dim=self.encoder_.numeric_dim, **self.net_options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"net_options for {self.net!r}: {err}") from err
+        torch.manual_seed(self.train.seed)
+        self.net_ = cls(self.net_config_)
+        self.net_.get_submodule("standardize").set_moments(stats.logit_mean, stats.logit_std)  # type: ignore[operator]
+        self.loss_ = make_loss(self.loss, config.objective_weights, method=self.train.loss_method,
+                               temperature=self.train.temperature)
+        metadata = {"ranker": self.name, "net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
+                    "dataset_config": config.to_dict(), "encoder": self.encoder_.to_dict(),
+                    "stream": {"rows": stats.rows, "requests": stats.requests}}
+        trainer = Trainer(self.net_, self.loss_, self.train, config.objective_weights, run_dir=run_dir,
+                          metadata=metadata)
+        loader = StreamLoader(train, config, self.encoder_, self.train.batch_size, self.train.seed, info, buffer_rows)
+        valid_loader = StreamLoader(valid, config, self.encoder_, self.train.batch_size, self.train.seed, info)
+
+        def valid_batches() -> Iterator[tuple[EncodedBatch, np.ndarray]]:
+            for t in valid_loader.tables(None):
+                yield self.encoder_.transform(t), labels_of(t, "validation")
+
+        per_epoch = -(-stats.rows // (self.train.batch_size * info.size))
+        self.history_ = trainer.fit_stream(loader.epoch, valid_batches, batches_per_epoch=per_epoch, resume=resume,
+                                           on_epoch=on_epoch, on_batch=on_batch)
+        self.best_epoch_ = trainer.best_epoch
+        return self
 
     def _predict(self, table: Table) -> np.ndarray:
         device = resolve_device(self.train.device)
