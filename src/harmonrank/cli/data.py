@@ -88,12 +88,15 @@ def data_group() -> None:
               help="Folder for kuairand.parquet and kuairand.toml (the ensemble's dataset config).")
 @click.option("--log", "log_kind", type=click.Choice(["random", "standard"]), default="random",
               help="Which log: random exposures or the recommender's.")
-@click.option("--gap-minutes", type=float, default=360.0, help="A request ends after this much inactivity.")
-def kuairand_cmd(src: Path, out: Path, log_kind: str, gap_minutes: float) -> None:
+@click.option("--requests", "grouping", type=click.Choice(["session", "user", "user-day"]), default="session",
+              help="What a request is: a session (split at --gap-minutes of inactivity), all of a user's "
+                   "impressions, or a user's impressions of one day (docs/kuairand.md).")
+@click.option("--gap-minutes", type=float, default=360.0, help="Sessions: a request ends after this much inactivity.")
+def kuairand_cmd(src: Path, out: Path, log_kind: str, grouping: str, gap_minutes: float) -> None:
     """Join a KuaiRand log with user and video features, derive requests, write the data contract."""
     from ..study.kuairand import write_kuairand
 
-    info = write_kuairand(src, out, log_kind=log_kind, gap_minutes=gap_minutes)
+    info = write_kuairand(src, out, log_kind=log_kind, gap_minutes=gap_minutes, grouping=grouping)
     console.print(f"{info['rows']:,} impressions, {info['users']:,} users, {info['requests']:,} requests "
                   f"(median {info['median_request_size']:g} impressions); positives: "
                   + ", ".join(f"{k} {v:,}" for k, v in info["positives"].items()))
