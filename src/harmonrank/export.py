@@ -92,6 +92,9 @@ def _sha256(path: Path) -> str:
 
 def _graph_of(ranker: Ranker) -> tuple[nn.Module, FeatureEncoder]:
     if isinstance(ranker, NeuralRanker):
+        if ranker.conditioned:
+            raise HarmonRankError(f"ranker {ranker.name!r} is preference-conditioned: its export (objective weights "
+                                  "as a fourth input) is not built yet; serve it from Python or train harmonrank")
         net = ranker.net_.cpu().eval()
         if isinstance(net, HarmonRankNet):  # the same function with its linear maps folded (models/fused.py)
             return FusedHarmonRank(net).eval(), ranker.encoder_

@@ -47,22 +47,27 @@ class EncodedBatch:
     scores : Tensor (n, M), raw probabilities ``p_*`` in [0, 1] (float64 from tables, float32 accepted).
     categorical : Tensor (n, C), int64 category ids, 0 = unknown.
     numeric : Tensor (n, D), float32: standardised values and missing flags.
+    weights : Tensor (n, M) or None, float32: objective weights on the simplex, the input of
+        preference-conditioned networks (None: the network's training default).
     """
 
     scores: torch.Tensor
     categorical: torch.Tensor
     numeric: torch.Tensor
+    weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def index(self, idx: torch.Tensor | np.ndarray | slice) -> EncodedBatch:
         """Rows ``idx`` as a new batch."""
-        return EncodedBatch(self.scores[idx], self.categorical[idx], self.numeric[idx])
+        w = self.weights[idx] if self.weights is not None else None
+        return EncodedBatch(self.scores[idx], self.categorical[idx], self.numeric[idx], w)
 
     def to(self, device: torch.device | str) -> EncodedBatch:
         """The batch on ``device`` (no copy when it is already there)."""
-        return EncodedBatch(self.scores.to(device), self.categorical.to(device), self.numeric.to(device))
+        w = self.weights.to(device) if self.weights is not None else None
+        return EncodedBatch(self.scores.to(device), self.categorical.to(device), self.numeric.to(device), w)
 
 
 @dataclass

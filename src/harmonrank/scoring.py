@@ -16,7 +16,7 @@ from .data import Table, column_names, iter_tables, read_column, read_table
 from .errors import ConfigError, DataError
 from .io import AtomicTableWriter
 from .metrics import auc_sum, objective_table
-from .rankers import FormulaRanker, Ranker
+from .rankers import FormulaRanker, NeuralRanker, Ranker
 
 __all__ = ["Scorer", "evaluate_file", "score_file", "score_table"]
 
@@ -46,6 +46,7 @@ def score_file(
     batch_rows: int = 262_144,
     keep: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> int:
     """Score every row of ``data`` (Parquet/CSV) and write ``out`` (.parquet or .csv).
 
@@ -54,8 +55,11 @@ def score_file(
     at a time, so memory is bounded by the batch, not the file; labels and the time column are not needed.
     ``config`` defaults to the dataset config the ranker was trained with. ``progress`` is called with the
     number of rows scored so far. Nothing is left at ``out`` unless every row was scored. Returns the
-    number of rows.
+    number of rows. ``weights``: objective weights for a preference-conditioned ranker
+    (:meth:`NeuralRanker.predict <harmonrank.rankers.NeuralRanker.predict>`).
     """
+    if weights is not None and not isinstance(ranker, NeuralRanker):
+        raise ConfigError(f"{ranker.name}: objective weights at prediction need a preference-conditioned ranker")
     out = Path(out)
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"--out must end in .parquet or .csv. Got {out.name!r} instead.")
@@ -67,7 +71,8 @@ def score_file(
         for part in iter_tables(data, cfg, labels=False, batch_rows=batch_rows, keep=passed):
             cols = {cfg.request_column: part.request, cfg.user_column: part.user}
             cols.update({c: part.extra[c] for c in passed})
-            cols["score"] = score_table(ranker, part)
+            cols["score"] = (score_table(ranker, part) if weights is None
+                             else ranker.predict(part, weights=weights))  # type: ignore[call-arg]
             writer.write(pa.table(cols))
             if progress is not None:
                 progress(writer.rows)

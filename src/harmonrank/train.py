@@ -87,6 +87,10 @@ class TrainConfig:
     loss_method: Method = "pl"  # soft-AUC operator of the rank losses (harmonrank.ranking.METHODS)
     temperature: float | None = None  # relative temperature of that operator; None: the method's default
     device: Device = "auto"
+    # preference-conditioned training (docs/preference.md): objective weights drawn per batch, fed to the net
+    # and used by the loss; None: off. With probability preference_vertex_prob a vertex or the equal point.
+    preference_alpha: float | None = None
+    preference_vertex_prob: float = 0.25
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "patience", "eval_batch"):
@@ -108,6 +112,11 @@ class TrainConfig:
             raise ConfigError(f"train: smoothing must be in (0, 1]. Got {self.smoothing!r} instead.")
         if not self.min_delta >= 0:
             raise ConfigError(f"train: min_delta must be >= 0. Got {self.min_delta!r} instead.")
+        if self.preference_alpha is not None and not self.preference_alpha > 0:
+            raise ConfigError(f"train: preference_alpha must be > 0. Got {self.preference_alpha!r} instead.")
+        if not 0 <= self.preference_vertex_prob <= 1:
+            raise ConfigError(f"train: preference_vertex_prob must be in [0, 1]. "
+                              f"Got {self.preference_vertex_prob!r} instead.")
         if not self.grad_clip >= 0:
             raise ConfigError(f"train: grad_clip must be >= 0 (0: off). Got {self.grad_clip!r} instead.")
 
@@ -231,7 +240,7 @@ class Trainer:
                 f"{self.metadata['ranker']!r}; resume with --ranker {saved_ranker} or use another --out")
         saved_cfg = meta.get("train_config", {})
         for key in ("seed", "batch_size", "batch_by", "loss_method", "temperature", "lr", "weight_decay",
-                    "grad_clip", "smoothing", "min_delta"):
+                    "grad_clip", "smoothing", "min_delta", "preference_alpha", "preference_vertex_prob"):
             if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
                 raise HarmonRankError(
                     f"cannot resume from {self.run_dir}: it was trained with {key}={saved_cfg[key]!r}, "
@@ -292,8 +301,9 @@ class Trainer:
             else:
                 perm = rng.permutation(len(train))
                 batches = [perm[a:a + size] for a in range(0, len(perm), size)]
-            for rows in batches:
-                yield functools.partial(self.step_loss, train, labels_t, group_t, rows), len(rows), len(batches)
+            for k, rows in enumerate(batches):
+                yield (functools.partial(self.step_loss, train, labels_t, group_t, rows, self.preference(epoch, k)),
+                       len(rows), len(batches))
 
         def validate() -> float:
             assert valid is not None and valid_labels is not None
@@ -324,13 +334,14 @@ class Trainer:
 
         def steps(epoch: int) -> Iterator[tuple[Callable[[], torch.Tensor], int, int]]:
             it = batches(epoch)
-            while True:
+            for k in itertools.count():
                 item = next(it, None)
                 if not any_rank(item is not None):
                     return
                 if item is not None:
                     last[:] = [item[0].index(slice(0, 1))]
-                yield functools.partial(self.stream_step_loss, item, last[0]), -1, batches_per_epoch
+                yield (functools.partial(self.stream_step_loss, item, last[0], self.preference(epoch, k)), -1,
+                       batches_per_epoch)
 
         def validate() -> float:
             assert valid is not None
@@ -346,23 +357,22 @@ class Trainer:
         return self._loop(steps, validate if valid is not None else None, resume, on_epoch, on_batch)
 
     def stream_step_loss(self, item: tuple[EncodedBatch, torch.Tensor, torch.Tensor] | None,
-                         fallback: EncodedBatch) -> torch.Tensor:
+                         fallback: EncodedBatch, weights: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of one step of streamed batches: this rank's scores (none if ``item`` is None) gathered
         with those of the other ranks, labels and request ids gathered plainly."""
         if item is None:  # this rank has run out: one row keeps DDP's backward in step, none reaches the loss
-            out = self.model(fallback.to(self.device))[:0]
+            out = self.model(self._with_preference(fallback, weights).to(self.device))[:0]
             labels = torch.zeros((0, len(self.objective_weights)), dtype=torch.float32)
             group = torch.zeros(0, dtype=torch.int64)
         else:
             batch, labels, group = item
-            out = self.model(batch.to(self.device))
+            out = self.model(self._with_preference(batch, weights).to(self.device))
         sizes = all_sizes(int(out.shape[0]))
         self._step_rows = sum(sizes)  # the global batch's rows, for the epoch's samples/s
         out = gather_scores(out, sizes)
         labels = gather_tensor(labels, sizes).to(self.device)
         group = gather_tensor(group, sizes).to(self.device)
-        loss: torch.Tensor = self.loss(out, labels, group)
-        return loss
+        return self._loss(out, labels, group, weights)
 
     def _loop(self, steps: Callable[[int], Iterator[tuple[Callable[[], torch.Tensor], int, int]]],
               validate: Callable[[], float] | None, resume: bool,
@@ -406,17 +416,45 @@ class Trainer:
             self.net.load_state_dict(self.best_state)
         return self.history
 
+    def preference(self, epoch: int, step: int) -> torch.Tensor | None:
+        """The objective weights of one step of preference-conditioned training (None when it is off): with
+        probability ``preference_vertex_prob`` one objective alone or the equal point, else a draw from
+        Dirichlet(``preference_alpha``). Seeded by (seed, epoch, step): the same on every rank and on resume."""
+        cfg = self.config
+        if cfg.preference_alpha is None:
+            return None
+        m = len(self.objective_weights)
+        rng = np.random.default_rng([cfg.seed, epoch, step, 7])
+        if rng.random() < cfg.preference_vertex_prob:
+            k = int(rng.integers(m + 1))
+            w = np.eye(m)[k] if k < m else np.full(m, 1.0 / m)
+        else:
+            w = rng.dirichlet(np.full(m, cfg.preference_alpha))
+        return torch.as_tensor(w, dtype=torch.float32, device=self.device)
+
+    def _with_preference(self, batch: EncodedBatch, weights: torch.Tensor | None) -> EncodedBatch:
+        if weights is None:
+            return batch
+        return EncodedBatch(batch.scores, batch.categorical, batch.numeric, weights.expand(len(batch), -1))
+
+    def _loss(self, out: torch.Tensor, labels: torch.Tensor, group: torch.Tensor,
+              weights: torch.Tensor | None) -> torch.Tensor:
+        loss: torch.Tensor = (self.loss(out, labels, group) if weights is None
+                              else self.loss(out, labels, group, weights=weights))
+        return loss
+
     def step_loss(self, train: EncodedBatch, labels: torch.Tensor, group: torch.Tensor,
-                  rows: np.ndarray) -> torch.Tensor:
+                  rows: np.ndarray, weights: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of one global batch ``rows``; under torchrun this rank scores its slice and the scores of
         all ranks are gathered with their gradients, so the loss is the one of the whole batch
-        (harmonrank.distributed explains why the resulting gradient is exact)."""
+        (harmonrank.distributed explains why the resulting gradient is exact). ``weights``: this step's
+        objective weights (preference-conditioned training), fed to the network and the loss."""
         local, sizes = shard(rows, self.dist)
-        out = self.model(train.index(torch.from_numpy(local)).to(self.device))
+        batch = self._with_preference(train.index(torch.from_numpy(local)), weights)
+        out = self.model(batch.to(self.device))
         out = gather_scores(out, sizes)
         idx = torch.from_numpy(rows).to(self.device)
-        loss: torch.Tensor = self.loss(out, labels[idx], group[idx])
-        return loss
+        return self._loss(out, labels[idx], group[idx], weights)
 
     def predict(self, data: EncodedBatch) -> np.ndarray:
         """Outputs of the network on ``data``; under torchrun each rank scores a slice and all get the whole."""

@@ -226,9 +226,12 @@ def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, 
 @click.option("--batch-rows", type=click.IntRange(min=1), default=262_144, help="Rows read and scored per batch.")
 @click.option("--engine", type=click.Choice(["torch", "onnx"]), default="torch",
               help="torch: the run folder's model; onnx: ONNX Runtime on an artifact folder (`harmonrank export`).")
+@click.option("--weights", default=None,
+              help="Preference-conditioned rankers (harmonrank_pref): objective weights to rank for, e.g. "
+                   "'buy=2,comment=1'; others keep their training weights.")
 @device_option
 def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, keep: tuple[str, ...], batch_rows: int,
-                engine: str, device: Device) -> None:
+                engine: str, weights: str | None, device: Device) -> None:
     """Score every row of a file with a trained ranker; streams batches, writes atomically.
 
     Labels and the time column are not needed; the output keeps the input's row order."""
@@ -240,7 +243,9 @@ def predict_cmd(model_dir: Path, data: Path, config: Path | None, out: Path, kee
         model = load_ranker(model_dir, device=device)
     cfg = load_config(config) if config else model.config_
     with Reporter("predict", "rows", total=_file_rows(data)) as rep:
-        n = score_file(model, data, out, config=cfg, batch_rows=batch_rows, keep=keep, progress=rep.update)
+        w = parse_objective_values(weights, cfg.names, what="--weights") if weights else None
+        n = score_file(model, data, out, config=cfg, batch_rows=batch_rows, keep=keep, progress=rep.update,
+                       weights=w)
     err_console.print(f"scored {n:,} rows -> {out}")
 
 

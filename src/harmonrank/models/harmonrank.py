@@ -46,6 +46,7 @@ class EnsembleConfig:
     head_dim: int = 64
     use_user: bool = True  # False: the "without personalisation" ablation (a learned constant user)
     gate_branch: bool = True
+    preference: bool = False  # True: objective weights w are an input (docs/preference.md)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -136,6 +137,7 @@ class HarmonRankNet(nn.Module):
     """
 
     knots: Tensor
+    default_preference: Tensor
 
     def __init__(self, config: EnsembleConfig) -> None:
         super().__init__()
@@ -159,6 +161,14 @@ class HarmonRankNet(nn.Module):
             self.gate = nn.Linear(d, m)
             nn.init.zeros_(self.gate.weight)
             nn.init.constant_(self.gate.bias, 0.5413)  # softplus(0.5413) = 1: start at the equal-weight product
+        if config.preference:
+            # w enters three ways: a preference token in the step-1 self-attention, a FiLM of the head's hidden
+            # layer (zero-initialised: starts as the plain head), and it scales the gate branch per objective
+            self.preference_token = nn.Linear(m, d)
+            self.film = nn.Linear(m, 2 * config.head_dim)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+            self.register_buffer("default_preference", torch.full((m,), 1.0 / m))
 
     def tokens(self, logits: Tensor) -> Tensor:
         """(B, M) standardised logits -> (B, M, d) objective tokens."""
@@ -186,16 +196,37 @@ class HarmonRankNet(nn.Module):
             raise ConfigError("attention needs n_layers >= 1")
         return attn
 
+    def set_default_preference(self, weights: Tensor) -> None:
+        """The objective weights used when a batch carries none (normalised to the simplex)."""
+        with torch.no_grad():
+            self.default_preference.copy_(weights / weights.sum())
+
     def _run(self, batch: EncodedBatch, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         logits = self.standardize(batch.scores)  # (B, M) standardised logits
-        b = logits.shape[0]
+        b, m = logits.shape
         tokens = self.tokens(logits)  # (B, M, d)
+        w = None
+        if self.config.preference:
+            w = batch.weights if batch.weights is not None else self.default_preference.expand(b, m)
+            w = w.to(tokens.dtype)
+            tokens = torch.cat([tokens, self.preference_token(w)[:, None, :]], dim=1)  # (B, M + 1, d)
         attn = None
         for blk in self.blocks:  # step 1: align each objective with the others, (B, M, d)
             tokens, attn = blk(tokens, need_weights)
+        if w is not None:
+            tokens = tokens[:, :m]
+            attn = attn[:, :m, :m] if attn is not None else None
         u = self.user_vector(batch.categorical, batch.numeric, b)  # (B, d)
         fused, _ = self.cross(u, tokens)  # step 2: the user queries the aligned tokens, (B, d)
-        score = self.head(torch.cat([tokens.reshape(b, -1), fused, u], dim=1))[:, 0]
+        x = torch.cat([tokens.reshape(b, -1), fused, u], dim=1)
+        if w is None:
+            score = self.head(x)[:, 0]
+        else:
+            gamma, beta = self.film(w).chunk(2, dim=1)
+            score = self.head[2](self.head[1](self.head[0](x)) * (1 + gamma) + beta)[:, 0]
         if self.config.gate_branch:  # relation-agnostic: personalised weighted product, gate weights >= 0
-            score = score + (F.softplus(self.gate(u)) * log_scores(batch.scores)).sum(1)
+            gate = F.softplus(self.gate(u))
+            if w is not None:
+                gate = gate * (m * w)  # the equal point leaves the gate as trained without preferences
+            score = score + (gate * log_scores(batch.scores)).sum(1)
         return score, attn

@@ -1,7 +1,9 @@
 """Training objectives for a one-score ensemble: rank-sum AUC, per-objective BCE, pairwise logistic.
 
-Each loss is an nn.Module ``loss(score (B,), labels (B, M), group (B,)) -> scalar`` so that losses with
-parameters (the BCE heads) train with the model, and the trainer never branches on which one it holds.
+Each loss is an nn.Module ``loss(score (B,), labels (B, M), group (B,), weights=None) -> scalar`` so that losses
+with parameters (the BCE heads) train with the model, and the trainer never branches on which one it holds.
+``weights`` ((M,) objective weights) replaces the loss's own for one step: preference-conditioned training
+draws them per batch.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class RankLoss(nn.Module):
         self.temperature = temperature
         self.group_wise = group_wise
 
-    def forward(self, score: Tensor, labels: Tensor, group: Tensor) -> Tensor:
-        w = self.weights
+    def forward(self, score: Tensor, labels: Tensor, group: Tensor, weights: Tensor | None = None) -> Tensor:
+        w = self.weights if weights is None else weights
         return soft_auc_loss(score, labels, w, method=self.method,
                              temperature=self.temperature, group=group if self.group_wise else None) / w.sum()
 
@@ -70,10 +72,10 @@ class BCELoss(nn.Module):
         self.scale = nn.Parameter(torch.zeros(m))
         self.bias = nn.Parameter(torch.full((m,), -3.0))
 
-    def forward(self, score: Tensor, labels: Tensor, group: Tensor) -> Tensor:
+    def forward(self, score: Tensor, labels: Tensor, group: Tensor, weights: Tensor | None = None) -> Tensor:
         z = score[:, None] * F.softplus(self.scale) / math.log(2.0) + self.bias  # softplus(0) = ln 2: slope 1
         per = F.binary_cross_entropy_with_logits(z, labels.to(z.dtype), reduction="none").mean(0)
-        w = self.weights
+        w = self.weights if weights is None else weights
         return (per * w).sum() / w.sum()
 
 
@@ -90,9 +92,9 @@ class PairwiseLogisticLoss(nn.Module):
         self.register_buffer("weights", torch.tensor(list(objective_weights), dtype=torch.float32))
         self.chunk = chunk
 
-    def forward(self, score: Tensor, labels: Tensor, group: Tensor) -> Tensor:
+    def forward(self, score: Tensor, labels: Tensor, group: Tensor, weights: Tensor | None = None) -> Tensor:
         total = score.new_zeros(())
-        w = self.weights
+        w = self.weights if weights is None else weights
         for m in range(labels.shape[1]):
             pos = score[labels[:, m] > 0]
             neg = score[labels[:, m] == 0]

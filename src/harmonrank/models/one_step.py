@@ -27,6 +27,7 @@ class OneStepConfig:
     cat_dim: int = 8
     user_dim: int = 32
     use_user: bool = True
+    preference: bool = False  # True: objective weights w are concatenated to the input (docs/preference.md)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -49,6 +50,8 @@ class OneStepNet(nn.Module):
     torch.Size([4])
     """
 
+    default_preference: Tensor
+
     def __init__(self, config: OneStepConfig) -> None:
         super().__init__()
         self.config = config
@@ -57,7 +60,9 @@ class OneStepNet(nn.Module):
         self.user = UserEncoder(config.vocab_sizes, config.numeric_dim, config.cat_dim, config.user_dim) \
             if config.use_user else None
         layers: list[nn.Module] = []
-        width = m + (config.user_dim if config.use_user else 0)
+        width = m + (config.user_dim if config.use_user else 0) + (m if config.preference else 0)
+        if config.preference:
+            self.register_buffer("default_preference", torch.full((m,), 1.0 / m))
         for h in config.hidden:
             layers += [nn.Linear(width, h), nn.GELU()]
             width = h
@@ -68,5 +73,13 @@ class OneStepNet(nn.Module):
         """(B,) ensemble scores of ``batch``."""
         logits = self.standardize(batch.scores)  # (B, M)
         x = logits if self.user is None else torch.cat([logits, self.user(batch.categorical, batch.numeric)], dim=1)
+        if self.config.preference:
+            w = batch.weights if batch.weights is not None else self.default_preference.expand(*logits.shape)
+            x = torch.cat([x, w.to(x.dtype)], dim=1)
         score: Tensor = self.mlp(x)[:, 0]
         return score
+
+    def set_default_preference(self, weights: Tensor) -> None:
+        """The objective weights used when a batch carries none (normalised to the simplex)."""
+        with torch.no_grad():
+            self.default_preference.copy_(weights / weights.sum())

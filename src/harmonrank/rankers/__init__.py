@@ -142,3 +142,9 @@ _neural("harmonrank_no_user", "harmonrank", "rank", "ablation: HarmonRank withou
         use_user=False)
 _neural("harmonrank_group", "harmonrank", "rank_group", "HarmonRank with the per-request (GAUC) loss")
 _neural("harmonrank", "harmonrank", "rank", "HarmonRank: two-step relation-aware net + soft AUC-sum loss")
+register_ranker(RankerSpec("harmonrank_pref", NeuralRanker, "HarmonRank conditioned on objective weights chosen "
+                           "at prediction time, trained over Dirichlet-drawn weights", net="harmonrank", loss="rank",
+                           options={"preference_alpha": 1.0}, benchmark=False))
+register_ranker(RankerSpec("one_step_rank_pref", NeuralRanker, "one-step rank net with the objective weights "
+                           "concatenated to its input (the conditioned baseline)", net="one_step", loss="rank",
+                           options={"preference_alpha": 1.0}, benchmark=False))

@@ -46,7 +46,8 @@ class NeuralRanker(Ranker):
     net_: nn.Module
 
     def __init__(self, *, net: str = "harmonrank", loss: str = "rank", net_options: dict[str, Any] | None = None,
-                 train: TrainConfig | None = None, name: str | None = None) -> None:
+                 train: TrainConfig | None = None, name: str | None = None,
+                 preference_alpha: float | None = None) -> None:
         if net not in NETWORKS:
             raise ConfigError(f"net must be one of {', '.join(NETWORKS)}. Got {net!r} instead.")
         if loss not in LOSSES:
@@ -55,6 +56,9 @@ class NeuralRanker(Ranker):
         self.loss = loss
         self.net_options = dict(net_options or {})
         self.train = train or TrainConfig()
+        if preference_alpha is not None:  # preference-conditioned: w is an input, drawn per batch in training
+            self.net_options["preference"] = True
+            self.train = replace(self.train, preference_alpha=preference_alpha)
         self.name = name or f"{net}_{loss}"
 
     @classmethod
@@ -78,6 +82,9 @@ class NeuralRanker(Ranker):
         if not isinstance(standardize, LogitStandardizer):
             raise ConfigError(f"network {self.net!r} must have a LogitStandardizer named 'standardize'")
         standardize.set_moments(*logit_moments(table.scores))
+        if self.net_options.get("preference"):
+            self.net_.set_default_preference(  # type: ignore[operator]
+                torch.tensor(table.config.objective_weights, dtype=torch.float32))
         self.loss_ = make_loss(self.loss, table.config.objective_weights, method=self.train.loss_method,
                                temperature=self.train.temperature)
         return self.net_, self.loss_
@@ -125,6 +132,9 @@ class NeuralRanker(Ranker):
         torch.manual_seed(self.train.seed)
         self.net_ = cls(self.net_config_)
         self.net_.get_submodule("standardize").set_moments(stats.logit_mean, stats.logit_std)  # type: ignore[operator]
+        if self.net_options.get("preference"):
+            self.net_.set_default_preference(  # type: ignore[operator]
+                torch.tensor(config.objective_weights, dtype=torch.float32))
         self.loss_ = make_loss(self.loss, config.objective_weights, method=self.train.loss_method,
                                temperature=self.train.temperature)
         metadata = {"ranker": self.name, "net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
@@ -144,6 +154,42 @@ class NeuralRanker(Ranker):
                                            on_epoch=on_epoch, on_batch=on_batch)
         self.best_epoch_ = trainer.best_epoch
         return self
+
+    @property
+    def conditioned(self) -> bool:
+        """True when the network takes objective weights as an input (docs/preference.md)."""
+        return bool(getattr(self.net_config_, "preference", False))
+
+    def preference_vector(self, weights: Mapping[str, float]) -> torch.Tensor:
+        """(M,) objective weights on the simplex from ``{"buy": 2, ...}``; objectives not named keep their
+        training weights (the dataset config's). Checked: known names, finite, >= 0, not all zero."""
+        if not self.conditioned:
+            raise ConfigError(f"ranker {self.name!r} is not preference-conditioned: its objective weights are fixed "
+                              "at training (train harmonrank_pref to choose them at prediction)")
+        names = tuple(self.config_.names)
+        unknown = [k for k in weights if k not in names]
+        if unknown:
+            raise ConfigError(f"weights: unknown objective(s) {', '.join(map(repr, unknown))}; "
+                              f"the model's objectives are {', '.join(names)}")
+        w = np.array([float(weights.get(m, d)) for m, d in zip(names, self.config_.objective_weights, strict=True)])
+        bad = [m for m, v in zip(names, w, strict=True) if not np.isfinite(v) or v < 0]
+        if bad:
+            raise ConfigError(f"weights: {', '.join(bad)} must be finite and >= 0")
+        if w.sum() <= 0:
+            raise ConfigError("weights: at least one objective weight must be > 0")
+        return torch.as_tensor(w / w.sum(), dtype=torch.float32)
+
+    def predict(self, table: Table, weights: Mapping[str, float] | None = None) -> np.ndarray:
+        """One ensemble score per row, shape (n,). ``weights`` (preference-conditioned rankers only): the
+        objective weights to rank for, e.g. ``{"buy": 2, "comment": 1}``; others keep their training weights."""
+        self.check_table(table)
+        if weights is None:
+            return self._predict(table)
+        w = self.preference_vector(weights)
+        enc = self.encoder_.transform(table)
+        enc = EncodedBatch(enc.scores, enc.categorical, enc.numeric, w.expand(len(enc), -1))
+        device = resolve_device(self.train.device)
+        return predict_net(self.net_.to(device), enc, self.train.eval_batch, device)
 
     def _predict(self, table: Table) -> np.ndarray:
         device = resolve_device(self.train.device)
