@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from harmonrank import ConfigError, HarmonRankError, TrainConfig, make_ranker
+from harmonrank import ConfigError, TrainConfig, make_ranker
 from harmonrank.export import export_ranker
 from harmonrank.metrics import auc
 
@@ -68,14 +68,41 @@ def test_training_draws_reproducible_weights_and_fixed_rankers_refuse_weights(sp
         TrainConfig(preference_alpha=0.0)
 
 
-def test_one_step_baseline_is_conditioned_too_and_export_says_it_is_not_built(conditioned, splits, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_one_step_baseline_is_conditioned_too(splits) -> None:  # type: ignore[no-untyped-def]
     train, valid, test = splits
     base = make_ranker("one_step_rank_pref", TrainConfig(max_epochs=1, device="cpu")).fit(train, valid=valid)
     a = base.predict(test, weights={"buy": 5.0})
     b = base.predict(test, weights={"click": 5.0})
     assert not np.allclose(a, b)
-    with pytest.raises(HarmonRankError, match="preference-conditioned"):
-        export_ranker(conditioned, tmp_path / "art")
+
+
+def test_exported_conditioned_model_takes_the_weights_and_serves_them(conditioned, splits, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from harmonrank.export import load_artifact
+    from test_serving import _candidate, serving
+
+    test = splits[2]
+    art = load_artifact(export_ranker(conditioned, tmp_path / "art"))
+    assert art.conditioned and [i["name"] for i in art.manifest["inputs"]][-1] == "weights"
+    feeds = art.encode(test)
+    for weights in ({}, {"buy": 3.0}, {"click": 1.0, "buy": 0.0, "follow": 2.0}):
+        want = conditioned.predict(test, weights=weights)
+        got = art.run(feeds["scores"], feeds["categorical"], feeds["numeric"],
+                      conditioned.preference_vector(weights).numpy()).astype(np.float64)
+        assert np.all(np.abs(got - want) <= np.maximum(1e-5, np.abs(want) * 2.0**-20)), np.abs(got - want).max()
+    objectives = test.objectives
+    with serving(tmp_path / "art", tmp_path / "log") as srv:
+        cands = [_candidate(i, click=0.05 + 0.09 * i, buy=0.9 - 0.09 * i) for i in range(10)]
+        by_buy = srv.post("/v1/rank", {"candidates": cands, "weights": {m: float(m == "buy") for m in objectives}})
+        by_click = srv.post("/v1/rank", {"candidates": cands, "weights": {"click": 1.0, "buy": 0.0}})
+        assert by_buy.status_code == by_click.status_code == 200, by_buy.text
+        top_buy, top_click = by_buy.json()["candidates"][0]["id"], by_click.json()["candidates"][0]["id"]
+        assert top_buy < top_click  # buy-heavy favours the high-p_buy candidates (small ids), click-heavy the others
+        zero = srv.post("/v1/rank", {"candidates": cands, "weights": dict.fromkeys(objectives, 0.0)})
+        assert zero.status_code == 422 and zero.json()["problems"][0]["path"] == "$.weights"
+        bad = srv.post("/v1/rank", {"candidates": cands, "weights": {"bye": 1.0}})
+        assert bad.status_code == 422 and bad.json()["problems"][0]["path"] == "$.weights.bye"
+        neg = srv.post("/v1/rank", {"candidates": cands, "weights": {"buy": -1}})
+        assert neg.status_code == 422 and neg.json()["problems"][0]["path"] == "$.weights.buy"
 
 
 def test_saved_conditioned_ranker_scores_a_file_for_chosen_weights(conditioned, sim_path, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -190,6 +190,7 @@ BIG_IDS = [_candidate(i) for i in range(101)]
     ({"candidates": [_candidate(1)], "top_k": 0}, 422, "$.top_k", None),
     ({"candidates": [_candidate(1)], "user": {"u_tenure_days": "long"}}, 422, "$.user.u_tenure_days", None),
     ({"candidates": [_candidate(1)], "extra": 1}, 422, "$.extra", "extra_forbidden"),
+    ({"candidates": [_candidate(1)], "weights": {"buy": 1}}, 422, "$.weights", "extra_forbidden"),  # not conditioned
     ({}, 422, "$.candidates", "missing"),
     ([1, 2], 422, "$", "model_type"),
     (b'{"candidates": [', 422, "$", "json_invalid"),

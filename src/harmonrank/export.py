@@ -62,6 +62,18 @@ class _Graph(nn.Module):
         return out
 
 
+class _ConditionedGraph(nn.Module):
+    """A preference-conditioned network's signature: objective weights (B, M) are a fourth input."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, scores: Tensor, categorical: Tensor, numeric: Tensor, weights: Tensor) -> Tensor:
+        out: Tensor = self.net(EncodedBatch(scores, categorical, numeric, weights))
+        return out
+
+
 class _Formula(nn.Module):
     """``sum_m e_m log(clip(p_m, 1e-7, 1))``, the weighted product on the log scale."""
 
@@ -92,10 +104,9 @@ def _sha256(path: Path) -> str:
 
 def _graph_of(ranker: Ranker) -> tuple[nn.Module, FeatureEncoder]:
     if isinstance(ranker, NeuralRanker):
-        if ranker.conditioned:
-            raise HarmonRankError(f"ranker {ranker.name!r} is preference-conditioned: its export (objective weights "
-                                  "as a fourth input) is not built yet; serve it from Python or train harmonrank")
         net = ranker.net_.cpu().eval()
+        if ranker.conditioned:  # the plain network with w as an input (the folded form has no preference path)
+            return _ConditionedGraph(net).eval(), ranker.encoder_
         if isinstance(net, HarmonRankNet):  # the same function with its linear maps folded (models/fused.py)
             return FusedHarmonRank(net).eval(), ranker.encoder_
         return _Graph(net).eval(), ranker.encoder_
@@ -121,7 +132,11 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
     graph, encoder = _graph_of(ranker)
     cfg = ranker.config_
     m, c, d = len(cfg.names), len(encoder.vocab), encoder.numeric_dim
-    example = (torch.rand(3, m), torch.zeros(3, c, dtype=torch.int64), torch.zeros(3, d))
+    conditioned = isinstance(graph, _ConditionedGraph)
+    example: tuple[Tensor, ...] = (torch.rand(3, m), torch.zeros(3, c, dtype=torch.int64), torch.zeros(3, d))
+    if conditioned:
+        example = (*example, torch.full((3, m), 1.0 / m))
+    names = [*_INPUTS, *(["weights"] if conditioned else [])]
     batch = torch.export.Dim("batch", min=1)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +153,8 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
             onnx_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notes on every export
             try:
                 program = torch.onnx.export(graph, example, dynamo=True, opset_version=opset, verbose=False,
-                                            input_names=list(_INPUTS), output_names=["score"],
-                                            dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
+                                            input_names=names, output_names=["score"],
+                                            dynamic_shapes=tuple({0: batch} for _ in names))
             finally:
                 onnx_logger.setLevel(level)
         if program is None:
@@ -166,7 +181,13 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
                  "meaning": "raw probabilities p_* in [0, 1], objectives in the order above"},
                 {"name": "categorical", "dtype": "int64", "shape": ["batch", c]},
                 {"name": "numeric", "dtype": "float32", "shape": ["batch", d]},
+                *([{"name": "weights", "dtype": "float32", "shape": ["batch", m],
+                    "meaning": "objective weights on the simplex (non-negative, summing to 1), objectives in the "
+                               "order above; the ranking they ask for"}] if conditioned else []),
             ],
+            # raw objective weights: objectives a request does not name keep these (then all are normalised)
+            "preference": ({"default_weights": [float(x) for x in cfg.objective_weights]}
+                           if conditioned else None),
             "outputs": [{"name": "score", "dtype": "float32", "shape": ["batch"], "meaning": "higher ranks first"}],
             "opset": opset,
             "encoder": encoder.to_dict(),
@@ -229,18 +250,37 @@ class Artifact:
         """The first 12 hex digits of ``model.onnx``'s sha256: what the server reports as the model version."""
         return str(self.manifest["onnx_sha256"])[:12]
 
-    def _run1(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self.session.run(None, {"scores": scores, "categorical": categorical, "numeric": numeric})[0]
+    @property
+    def conditioned(self) -> bool:
+        """True when the model takes objective weights as a fourth input (docs/preference.md)."""
+        return bool(self.manifest.get("preference"))
+
+    def default_weights(self) -> np.ndarray:
+        """(M,) float32 on the simplex: the objective weights of a conditioned model when a request names none."""
+        w = np.asarray(self.manifest["preference"]["default_weights"], dtype=np.float64)
+        out: np.ndarray = (w / w.sum()).astype(np.float32)
         return out
 
-    def run(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-        """(n,) float32 scores of already encoded inputs: one call, or chunks on ``threads`` threads."""
+    def _run1(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray,
+              weights: np.ndarray | None) -> np.ndarray:
+        feeds = {"scores": scores, "categorical": categorical, "numeric": numeric}
+        if self.conditioned:
+            w = self.default_weights() if weights is None else weights
+            feeds["weights"] = np.ascontiguousarray(np.broadcast_to(w.astype(np.float32), (len(scores), len(w))))
+        out: np.ndarray = self.session.run(None, feeds)[0]
+        return out
+
+    def run(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray,
+            weights: np.ndarray | None = None) -> np.ndarray:
+        """(n,) float32 scores of already encoded inputs: one call, or chunks on ``threads`` threads.
+        ``weights`` ((M,) on the simplex): the objective weights of a conditioned model (default: its own)."""
         n = len(scores)
         if self._pool is None or n < 2 * self.MIN_SPLIT_ROWS:
-            return self._run1(scores, categorical, numeric)
+            return self._run1(scores, categorical, numeric, weights)
         c = min(self.CHUNK_ROWS, -(-n // self.threads))  # a 500-candidate request: two calls of 250 rows
         starts = range(0, n, c)
-        parts = self._pool.map(lambda a: self._run1(scores[a:a + c], categorical[a:a + c], numeric[a:a + c]), starts)
+        parts = self._pool.map(
+            lambda a: self._run1(scores[a:a + c], categorical[a:a + c], numeric[a:a + c], weights), starts)
         return np.concatenate(list(parts))
 
     def score(self, table: Table) -> np.ndarray:
@@ -248,7 +288,7 @@ class Artifact:
         feeds = self.encode(table)
         if len(table) == 0:
             return np.empty(0)
-        return self.run(feeds["scores"], feeds["categorical"], feeds["numeric"]).astype(np.float64)
+        return self.run(feeds["scores"], feeds["categorical"], feeds["numeric"], None).astype(np.float64)
 
 
 def load_artifact(path: str | Path, *, threads: int | None = None) -> Artifact:

@@ -125,7 +125,9 @@ class LoadedModel:
         """Load (format, sha256), build the API models, and score a warm-up request; raises on any failure."""
         art = load_artifact(path, threads=config.threads)
         enc = art.encoder
-        models = RankModels.build(art.objectives, tuple(enc.vocab), tuple(enc.numeric_mean), config.max_candidates)
+        defaults = art.manifest["preference"]["default_weights"] if art.conditioned else None
+        models = RankModels.build(art.objectives, tuple(enc.vocab), tuple(enc.numeric_mean), config.max_candidates,
+                                  default_weights=defaults)
         model = cls(art, models, str(art.manifest["onnx_sha256"])[:12])
         warm = parse_with_pydantic(_json_bytes({"candidates": [
             {"id": i, "scores": dict.fromkeys(art.objectives, p)} for i, p in enumerate((0.0, 0.01, 0.5, 1.0))]}),
@@ -155,7 +157,7 @@ class LoadedModel:
         cats, nums = self.artifact.encoder.encode_columns(feats, rows)
         if rows == 1:
             cats, nums = np.repeat(cats, n, axis=0), np.repeat(nums, n, axis=0)
-        out = self.artifact.run(req.scores, cats, nums)
+        out = self.artifact.run(req.scores, cats, nums, req.weights)
         unseen = {name: int((cats[:, k] == 0).sum()) for k, name in enumerate(m.categorical)}
         return Ranked(np.argsort(-out, kind="stable"), out, unseen)
 

@@ -24,6 +24,7 @@ from .schema import Problem, RankModels, problems_of
 __all__ = ["Parsed", "parse_fast", "parse_request", "parse_with_pydantic"]
 
 _TOP = frozenset({"request_id", "user", "candidates", "top_k"})
+_TOP_CONDITIONED = _TOP | {"weights"}
 _INT64 = (-(2**63), 2**63 - 1)
 _EXACT_FLOAT = 2**53  # ints beyond this are left to pydantic (float conversion rounds them)
 
@@ -39,6 +40,7 @@ class Parsed:
     scores: np.ndarray
     user: dict[str, Any]
     overrides: list[dict[str, Any]] | None
+    weights: np.ndarray | None = None  # (M,) on the simplex, preference-conditioned models only
 
 
 def _features_ok(values: Any, models: RankModels) -> dict[str, Any] | None:
@@ -75,8 +77,21 @@ def parse_fast(body: bytes, models: RankModels, max_candidates: int) -> Parsed |
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if type(obj) is not dict or not obj.keys() <= _TOP:
+    if type(obj) is not dict or not obj.keys() <= (_TOP if models.default_weights is None else _TOP_CONDITIONED):
         return None
+    given = obj.get("weights")
+    preference = None
+    if models.default_weights is not None:
+        if given is not None:
+            if type(given) is not dict or not given.keys() <= set(models.objectives):
+                return None
+            for v in given.values():
+                if not (v is None or (type(v) in (float, int) and 0 <= v < float("inf"))):
+                    return None
+        try:
+            preference = models.preference({k: v for k, v in (given or {}).items() if v is not None})
+        except ValueError:
+            return None
     cands = obj.get("candidates")
     if type(cands) is not list or not 1 <= len(cands) <= max_candidates:
         return None
@@ -138,7 +153,7 @@ def parse_fast(body: bytes, models: RankModels, max_candidates: int) -> Parsed |
         return None
     if len(set(map(str, ids))) != len(ids):
         return None
-    return Parsed(rid, top_k, ids, scores.astype(np.float32), user, overrides)
+    return Parsed(rid, top_k, ids, scores.astype(np.float32), user, overrides, preference)
 
 
 def parse_with_pydantic(body: bytes, models: RankModels) -> Parsed | list[Problem]:
@@ -166,11 +181,20 @@ def parse_with_pydantic(body: bytes, models: RankModels) -> Parsed | list[Proble
             return {}
         return {n: f.__dict__[k] for k, n in zip(keys, names, strict=True) if k in f.model_fields_set}
 
+    preference = None
+    if models.default_weights is not None:
+        given = getattr(req, "weights", None)
+        named = {} if given is None else {m: given.__dict__[f"o{i}"] for i, m in enumerate(models.objectives)
+                                           if f"o{i}" in given.model_fields_set and given.__dict__[f"o{i}"] is not None}
+        try:
+            preference = models.preference(named)
+        except ValueError as err:
+            return [Problem(path="$.weights", type="all_zero", message=str(err))]
     overrides = [features(c.features) for c in req.candidates]
     scores = np.array([list(c.scores.__dict__.values()) for c in req.candidates], dtype=np.float64)
     return Parsed(req.request_id, req.top_k, [c.id for c in req.candidates],
                   scores.reshape(len(req.candidates), -1).astype(np.float32), features(req.user),
-                  overrides if any(overrides) else None)
+                  overrides if any(overrides) else None, preference)
 
 
 def parse_request(body: bytes, models: RankModels, max_candidates: int) -> Parsed | list[Problem]:

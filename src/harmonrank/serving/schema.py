@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, create_model
 
 __all__ = ["MAX_PROBLEMS", "ErrorResponse", "Problem", "RankModels", "RankResponse", "json_path", "problems_of"]
@@ -96,9 +97,15 @@ def _model(name: str, fields: dict[str, Any], extra: str, doc: str) -> type[Base
     return model
 
 
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False, strict=True)]
+
+
 @dataclass(frozen=True)
 class RankModels:
-    """The pydantic models of one artifact's API (rebuilt when a reload changes objectives or features)."""
+    """The pydantic models of one artifact's API (rebuilt when a reload changes objectives or features).
+
+    ``default_weights`` (raw, one per objective) is set for a preference-conditioned model: its requests may
+    carry ``weights``; objectives they do not name keep these, then all are normalised."""
 
     request: type[BaseModel]
     scores: type[BaseModel]
@@ -106,10 +113,23 @@ class RankModels:
     objectives: tuple[str, ...]
     categorical: tuple[str, ...]
     numeric: tuple[str, ...]
+    default_weights: tuple[float, ...] | None = None
+
+    def preference(self, given: dict[str, float] | None) -> np.ndarray | None:
+        """(M,) float32 objective weights on the simplex for a request (None: not conditioned), or raises
+        ValueError when they would all be 0."""
+        if self.default_weights is None:
+            return None
+        w = np.array([float((given or {}).get(m, d)) for m, d in zip(self.objectives, self.default_weights,
+                                                                    strict=True)])
+        if w.sum() <= 0:
+            raise ValueError("at least one objective weight must be > 0")
+        out: np.ndarray = (w / w.sum()).astype(np.float32)
+        return out
 
     @classmethod
     def build(cls, objectives: Sequence[str], categorical: Sequence[str], numeric: Sequence[str],
-              max_candidates: int) -> RankModels:
+              max_candidates: int, default_weights: Sequence[float] | None = None) -> RankModels:
         scores = _model("Scores", {f"o{i}": (Probability, Field(alias=m, description=f"p({m}) in [0, 1]"))
                                    for i, m in enumerate(objectives)}, "forbid",
                         "One probability per objective of the model; every objective is required.")
@@ -122,10 +142,17 @@ class RankModels:
             "scores": (scores, ...),
             "features": (features | None, Field(None, description="overrides the user's values for this candidate")),
         }, "forbid", "One candidate: its id, the upstream probabilities, optional features.")
-        request = _model("RankRequest", {
+        fields: dict[str, Any] = {
             "request_id": (Annotated[StrictStr, Field(max_length=256)] | None, None),
             "user": (features | None, Field(None, description="features shared by every candidate")),
             "candidates": (list[candidate], Field(min_length=1, max_length=max_candidates)),  # type: ignore[valid-type]
             "top_k": (Annotated[StrictInt, Field(ge=1)] | None, Field(None, description="return only the best k")),
-        }, "forbid", "One user's candidates to rank.")
-        return cls(request, scores, features, tuple(objectives), tuple(categorical), tuple(numeric))
+        }
+        if default_weights is not None:  # a preference-conditioned model: the ranking's objective weights
+            weights = _model("Weights", {f"o{i}": (NonNegative | None, Field(None, alias=m))
+                                         for i, m in enumerate(objectives)}, "forbid",
+                             "Objective weights to rank for (>= 0); objectives not named keep the model's defaults.")
+            fields["weights"] = (weights | None, Field(None, description="objective weights (conditioned models)"))
+        request = _model("RankRequest", fields, "forbid", "One user's candidates to rank.")
+        return cls(request, scores, features, tuple(objectives), tuple(categorical), tuple(numeric),
+                   tuple(float(x) for x in default_weights) if default_weights is not None else None)
