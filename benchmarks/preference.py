@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,22 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--formula-trials", type=int, default=100)
     ap.add_argument("--out", type=Path, default=RESULTS / "preference")
+    ap.add_argument("--merge", type=Path, nargs="*", default=None,
+                    help="Merge the results.json of runs made with one seed each (e.g. run in parallel) into --out.")
     args = ap.parse_args()
+    if args.merge:
+        parts = [json.loads((d / "results.json").read_text()) for d in args.merge]
+        parts.sort(key=lambda p: min(p["seeds"]))
+        first = parts[0]
+        args.rows, args.epochs = first["rows"], first["epochs"]
+        args.vectors, args.formula_trials = len(first["vectors"]), first.get("formula_trials", args.formula_trials)
+        args.seeds = sorted(x for p in parts for x in p["seeds"])
+        args.merged = [str(d) for d in args.merge]
+        seconds = {k: sum(p["train_seconds"][k] for p in parts) for k in first["train_seconds"]}
+        report(args, tuple(first["names"]), [np.array(v) for v in first["vectors"]],
+               [r for p in parts for r in p["runs"]], first["replay"], seconds, np.array(first["reference"]),
+               max(p["seconds"] for p in parts))
+        return
     set_threads(1)
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp())
@@ -116,7 +132,15 @@ def main() -> None:
                              test.truth, test.request, names)
                 change = {m: out[m] / base[m] - 1 for m in ("buy", "comment", "follow", "click")}
                 replay_rows.append({"vector": label, **change})
-    # summaries
+    equal_product = FormulaRanker.fixed(test, dict.fromkeys(names, 1.0)).predict(test)
+    ref = per_objective(equal_product) - 0.02
+    report(args, names, vectors, rows, replay_rows, train_seconds, ref, time.perf_counter() - t_start)
+
+
+def report(args: argparse.Namespace, names: tuple[str, ...], vectors: list[np.ndarray], rows: list[dict[str, Any]],
+           replay_rows: list[dict[str, Any]], train_seconds: dict[str, float], ref: np.ndarray,
+           seconds: float) -> None:
+    """Summaries over the seeds of ``rows``, the plot and report.md / results.json in ``args.out``."""
     def mean_over_seeds(method: str, k: int) -> tuple[float, np.ndarray]:
         sel = [r for r in rows if r["method"] == method and r["vector"] == k]
         return (float(np.mean([r["weighted_auc_sum"] for r in sel])),
@@ -133,8 +157,6 @@ def main() -> None:
                                                                        "formula": f_a.tolist()}})
     gaps = np.array([r["gap"] for r in table_rows])
     wins = int(sum(r["vs_formula"] > 0 for r in table_rows))
-    equal_product = FormulaRanker.fixed(test, dict.fromkeys(names, 1.0)).predict(test)
-    ref = per_objective(equal_product) - 0.02
     hv = {m: hypervolume(np.array([r["aucs"][m] for r in table_rows]), ref)
           for m in ("conditioned", "per_weight", "formula")}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -156,15 +178,20 @@ def main() -> None:
     fig.savefig(args.out / "fronts.png", dpi=110)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     result = {"rows": args.rows, "vectors": [v.tolist() for v in vectors], "seeds": args.seeds, "epochs": args.epochs,
+              "names": list(names), "seconds": seconds, "formula_trials": args.formula_trials,
               "per_vector": table_rows, "hypervolume": hv, "reference": ref.tolist(), "replay": replay_rows,
               "train_seconds": train_seconds, "runs": rows}
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
     lines = ["# Preference study: one conditioned model vs one model per weight vector", "",
-             f"`python benchmarks/preference.py --vectors {args.vectors} --seeds {' '.join(map(str, args.seeds))} "
-             f"--rows {args.rows} --out {args.out}` on {platform.machine()}, {os.cpu_count()} cores, 1 thread; "
+             (f"`python benchmarks/preference.py --merge {' '.join(args.merged)} --out {args.out}` (one process per "
+              f"seed: `--seeds N --rows {args.rows} --out DIR`, run in parallel)"
+              if getattr(args, "merged", None) else
+              f"`python benchmarks/preference.py --vectors {args.vectors} --seeds {' '.join(map(str, args.seeds))} "
+              f"--rows {args.rows} --out {args.out}`")
+             + f" on {platform.machine()}, {os.cpu_count()} cores, 1 thread per process; "
              f"simulated default data ({args.rows:,} rows, split by time 60/20/20), up to {args.epochs} epochs, "
-             f"formula {args.formula_trials} Optuna trials per vector; run time "
-             f"{(time.perf_counter() - t_start) / 60:.1f} min; load average after: {load}.", "",
+             f"formula {args.formula_trials} Optuna trials per vector; seeds {', '.join(map(str, args.seeds))}; "
+             f"run time {seconds / 60:.1f} min (longest process); load average after: {load}.", "",
              f"- Mean gap (conditioned - per-weight HarmonRank) in the w-weighted AUC-sum: **{gaps.mean():+.4f}**; "
              f"largest shortfall {gaps.min():+.4f}; vectors within 0.003: {int((gaps >= -0.003).sum())} of "
              f"{len(gaps)}. (Target: every vector within 0.003, mean gap <= 0.001.)",
@@ -187,6 +214,8 @@ def main() -> None:
     lines += ["", "![fronts](fronts.png)", ""]
     (args.out / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
 
 
 if __name__ == "__main__":
