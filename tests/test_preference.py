@@ -122,3 +122,20 @@ def test_saved_conditioned_ranker_scores_a_file_for_chosen_weights(conditioned, 
                 "buy=3"]) == 0
     got = pq.read_table(out).column("score").to_numpy()
     np.testing.assert_allclose(got, again.predict(table, weights={"buy": 3.0}), rtol=1e-6, atol=1e-6)
+
+
+def test_evaluate_ranks_for_and_judges_by_the_given_weights(conditioned, sim_path, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from clihelp import run
+    from harmonrank import read_table
+    from harmonrank import simulator_config as sim_cfg
+    from harmonrank.metrics import auc_sum
+
+    conditioned.save(tmp_path / "run")
+    out = tmp_path / "eval.json"
+    assert run(["evaluate", "-m", str(tmp_path / "run"), "-d", str(sim_path), "--weights", "buy=3",
+                "--json", str(out)]) == 0
+    table = read_table(sim_path, sim_cfg())
+    want = auc_sum(conditioned.predict(table, weights={"buy": 3.0}), table.labels, (1, 1, 1, 1, 1, 3))
+    assert json.loads(out.read_text())["auc_sum"] == pytest.approx(want, abs=1e-9)

@@ -91,6 +91,7 @@ def evaluate_file(
     config: DatasetConfig | None = None,
     group: Literal["user", "request"] = "user",
     on_step: Callable[[str], None] | None = None,
+    preference: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """AUC and GAUC per objective and the AUC-sum of ONE ranking of a labelled file.
 
@@ -98,6 +99,8 @@ def evaluate_file(
     ``exponents`` (default: all 1). ``config`` defaults to the ranker's dataset config, else the simulator's.
     Returns ``{"ranking", "rows", "group", "objectives": [per-objective rows], "auc_sum",
     "objective_weights"}``. ``on_step`` hears "read", "rank" and "metrics" as each step starts.
+    ``preference``: objective weights a preference-conditioned ``ranker`` ranks for (pass the same weights in
+    ``config`` to judge the AUC-sum by them).
     """
     if sum(x is not None for x in (ranker, score_column, exponents)) > 1:
         raise ConfigError("give one of --model, --score-column or --formula")
@@ -114,7 +117,9 @@ def evaluate_file(
         raise DataError(f"{data}: no labels to evaluate against")
     step("rank")
     if ranker is not None:
-        ranking, described = score_table(ranker, table), f"model ({ranker.name})"
+        conditioned = preference is not None and isinstance(ranker, NeuralRanker) and ranker.conditioned
+        ranking = ranker.predict(table, weights=preference) if conditioned else score_table(ranker, table)  # type: ignore[call-arg]
+        described = f"model ({ranker.name})"
     elif score_column is not None:
         ranking, described = read_column(data, score_column), f"column {score_column!r}"
     else:

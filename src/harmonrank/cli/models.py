@@ -61,20 +61,27 @@ def rankers_cmd(markdown: bool) -> None:
               help="Rank by a trained model (run folder of `harmonrank train`).")
 @click.option("--group", type=click.Choice(["user", "request"]), default="user", help="GAUC groups.")
 @click.option("--json", "json_out", type=FILE, default=None, help="Write the results as JSON.")
+@click.option("--weights", default=None,
+              help="Objective weights of the AUC-sum, e.g. 'buy=2,comment=1' (others keep the config's); a "
+                   "preference-conditioned --model also ranks for them.")
 @device_option
 def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, formula: str | None,
-                 model_dir: Path | None, group: str, json_out: Path | None, device: Device) -> None:
+                 model_dir: Path | None, group: str, json_out: Path | None, weights: str | None,
+                 device: Device) -> None:
     """Per-objective AUC / GAUC and AUC-sum of one ranking: a trained model, a score column, or a
     weighted-product formula (default: all exponents 1)."""
     if sum(x is not None for x in (score_column, formula, model_dir)) > 1:
         raise ConfigError("give one of --model, --score-column or --formula")
     model = load_ranker(model_dir, device=device) if model_dir is not None else None
     cfg = load_config(config) if config or model is None else model.config_
+    preference = parse_objective_values(weights, cfg.names, what="--weights") if weights else None
+    if preference is not None:
+        cfg = cfg.with_objective_weights(preference)
     exponents = parse_objective_values(formula, cfg.names) if formula else None
     steps = {"read": 0, "rank": 1, "metrics": 2}
     with Reporter("evaluate", "steps", total=3) as rep:
         res = evaluate_file(data, ranker=model, score_column=score_column, exponents=exponents, config=cfg,
-                            group=group,  # type: ignore[arg-type]
+                            group=group, preference=preference,  # type: ignore[arg-type]
                             on_step=lambda name: rep.update(steps[name], description=f"evaluate: {name}"))
         rep.update(3, description="evaluate: done")
     described = f"model {model_dir} ({model.name})" if model is not None else res["ranking"]
