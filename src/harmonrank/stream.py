@@ -39,7 +39,7 @@ def _trim_heap() -> None:
     """Give freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
 
     Each batch allocates and frees arrays of varying sizes; glibc keeps the freed pages, so without this a
-    streamed epoch's memory grew by ~300 MiB per shuffle buffer before anything was returned
+    streamed epoch's memory grew with every shuffle buffer before anything was returned
     (benchmarks/results/scale.md). Called once per buffer and every 8 batches."""
     global _LIBC
     if _LIBC is None:
