@@ -1,7 +1,8 @@
-"""Shared helpers for the CLI tests: run the CLI in-process, and the installed executable's path."""
+"""Shared test helpers: run the CLI in-process, the installed executable's path, a free loopback port."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -17,3 +18,10 @@ def run(args: list[str]) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     return 0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

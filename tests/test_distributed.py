@@ -7,7 +7,6 @@ must equal the one-process gradient of the whole batch (the factor-of-world-size
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +17,10 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from clihelp import free_port
 from harmonrank.distributed import DistInfo, shard
 
 N_ROWS = 1001  # odd: the two ranks' slices differ in length (padding and masking are exercised)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _setup(loss_name: str):  # type: ignore[no-untyped-def]
@@ -80,7 +74,7 @@ def test_two_processes_give_the_one_process_gradient_of_the_global_batch(loss_na
     torch.set_num_threads(1)
     single = _gradients(loss_name)
     out = str(tmp_path / "grads")
-    mp.spawn(_worker, args=(2, _free_port(), out, loss_name), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), out, loss_name), nprocs=2, join=True)
     for rank in (0, 1):
         multi = load_file(f"{out}.rank{rank}.safetensors")
         assert multi.keys() == single.keys()
@@ -103,7 +97,7 @@ def _torchrun_train(sim_path: Path, out: Path, epochs: int, *extra: str) -> subp
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HARMONRANK_THREADS": "1"}
     proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                           "--master-port", str(_free_port()), "-m", "harmonrank", "train", "-d", str(sim_path),
+                           "--master-port", str(free_port()), "-m", "harmonrank", "train", "-d", str(sim_path),
                            "--ranker", "harmonrank", "--epochs", str(epochs), "--batch-size", "2048", "-o", str(out),
                            *extra], capture_output=True, text=True, timeout=240, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -142,7 +136,7 @@ def test_torchrun_trains_on_streamed_files(tmp_path: Path) -> None:
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HARMONRANK_THREADS": "1"}
     proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                           "--master-port", str(_free_port()), "-m", "harmonrank", "train", "-d",
+                           "--master-port", str(free_port()), "-m", "harmonrank", "train", "-d",
                            str(tmp_path / "train"), "--valid", str(tmp_path / "valid.parquet"), "--epochs", "1",
                            "--batch-size", "1024", "-o", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=240, env=env, check=False)

@@ -27,19 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clihelp import run
+from clihelp import free_port, run
 from harmonrank import TrainConfig, make_ranker
 from harmonrank.export import export_ranker
 from harmonrank.rankers import FormulaRanker
 
 TOKEN = "test-token-123"
 OBJ = ("click", "long_view", "like", "comment", "follow", "buy")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

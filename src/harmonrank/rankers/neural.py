@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,11 +69,16 @@ class NeuralRanker(Ranker):
 
     def build(self, table: Table) -> tuple[nn.Module, nn.Module]:
         """Fit the feature encoder and the logit statistics on ``table``; create the untrained net and loss."""
-        self.encoder_ = FeatureEncoder.fit(table)
+        return self._create(table.config, FeatureEncoder.fit(table), *logit_moments(table.scores))
+
+    def _create(self, config: DatasetConfig, encoder: FeatureEncoder, logit_mean: Sequence[float],
+                logit_std: Sequence[float]) -> tuple[nn.Module, nn.Module]:
+        """The untrained net (seeded, logit statistics and default preference installed) and loss."""
+        self.encoder_ = encoder
         cls, cfg_cls = NETWORKS[self.net]
         try:
-            self.net_config_ = cfg_cls(objectives=tuple(table.objectives), vocab_sizes=self.encoder_.vocab_sizes,
-                                       numeric_dim=self.encoder_.numeric_dim, **self.net_options)
+            self.net_config_ = cfg_cls(objectives=tuple(config.names), vocab_sizes=encoder.vocab_sizes,
+                                       numeric_dim=encoder.numeric_dim, **self.net_options)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"net_options for {self.net!r}: {err}") from err
         torch.manual_seed(self.train.seed)
@@ -81,20 +86,24 @@ class NeuralRanker(Ranker):
         standardize = self.net_.get_submodule("standardize")
         if not isinstance(standardize, LogitStandardizer):
             raise ConfigError(f"network {self.net!r} must have a LogitStandardizer named 'standardize'")
-        standardize.set_moments(*logit_moments(table.scores))
+        standardize.set_moments(logit_mean, logit_std)
         if self.net_options.get("preference"):
             self.net_.set_default_preference(  # type: ignore[operator]
-                torch.tensor(table.config.objective_weights, dtype=torch.float32))
-        self.loss_ = make_loss(self.loss, table.config.objective_weights, method=self.train.loss_method,
+                torch.tensor(config.objective_weights, dtype=torch.float32))
+        self.loss_ = make_loss(self.loss, config.objective_weights, method=self.train.loss_method,
                                temperature=self.train.temperature)
         return self.net_, self.loss_
+
+    def _metadata(self, config: DatasetConfig) -> dict[str, Any]:
+        """What every checkpoint.json records about the model."""
+        return {"ranker": self.name, "net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
+                "dataset_config": config.to_dict(), "encoder": self.encoder_.to_dict()}
 
     def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None, resume: bool,
              on_epoch: EpochCallback | None, on_batch: BatchCallback | None) -> None:
         net, loss = self.build(train)
-        metadata = {"ranker": self.name, "net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
-                    "dataset_config": train.config.to_dict(), "encoder": self.encoder_.to_dict()}
-        trainer = Trainer(net, loss, self.train, train.config.objective_weights, run_dir=run_dir, metadata=metadata)
+        trainer = Trainer(net, loss, self.train, train.config.objective_weights, run_dir=run_dir,
+                          metadata=self._metadata(train.config))
         self.history_ = trainer.fit(
             self.encoder_.transform(train), labels_of(train, "fit"), train.request,
             self.encoder_.transform(valid) if valid is not None else None,
@@ -122,26 +131,9 @@ class NeuralRanker(Ranker):
                               "each process needs at least one (write smaller row groups)")
         stats = scan(train, config, max_vocab=max_vocab, min_count=min_count)
         self.config_ = config
-        self.encoder_ = stats.encoder
-        cls, cfg_cls = NETWORKS[self.net]
-        try:
-            self.net_config_ = cfg_cls(objectives=tuple(config.names), vocab_sizes=self.encoder_.vocab_sizes,
-                                       numeric_dim=self.encoder_.numeric_dim, **self.net_options)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"net_options for {self.net!r}: {err}") from err
-        torch.manual_seed(self.train.seed)
-        self.net_ = cls(self.net_config_)
-        self.net_.get_submodule("standardize").set_moments(stats.logit_mean, stats.logit_std)  # type: ignore[operator]
-        if self.net_options.get("preference"):
-            self.net_.set_default_preference(  # type: ignore[operator]
-                torch.tensor(config.objective_weights, dtype=torch.float32))
-        self.loss_ = make_loss(self.loss, config.objective_weights, method=self.train.loss_method,
-                               temperature=self.train.temperature)
-        metadata = {"ranker": self.name, "net": self.net, "loss": self.loss, "net_config": self.net_config_.to_dict(),
-                    "dataset_config": config.to_dict(), "encoder": self.encoder_.to_dict(),
-                    "stream": {"rows": stats.rows, "requests": stats.requests}}
-        trainer = Trainer(self.net_, self.loss_, self.train, config.objective_weights, run_dir=run_dir,
-                          metadata=metadata)
+        net, loss = self._create(config, stats.encoder, stats.logit_mean, stats.logit_std)
+        metadata = {**self._metadata(config), "stream": {"rows": stats.rows, "requests": stats.requests}}
+        trainer = Trainer(net, loss, self.train, config.objective_weights, run_dir=run_dir, metadata=metadata)
         loader = StreamLoader(train, config, self.encoder_, self.train.batch_size, self.train.seed, info, buffer_rows)
         valid_loader = StreamLoader(valid, config, self.encoder_, self.train.batch_size, self.train.seed, info)
 
@@ -183,17 +175,14 @@ class NeuralRanker(Ranker):
         """One ensemble score per row, shape (n,). ``weights`` (preference-conditioned rankers only): the
         objective weights to rank for, e.g. ``{"buy": 2, "comment": 1}``; others keep their training weights."""
         self.check_table(table)
-        if weights is None:
-            return self._predict(table)
-        w = self.preference_vector(weights)
+        return self._predict(table, None if weights is None else self.preference_vector(weights))
+
+    def _predict(self, table: Table, weights: torch.Tensor | None = None) -> np.ndarray:
         enc = self.encoder_.transform(table)
-        enc = EncodedBatch(enc.scores, enc.categorical, enc.numeric, w.expand(len(enc), -1))
+        if weights is not None:
+            enc = EncodedBatch(enc.scores, enc.categorical, enc.numeric, weights.expand(len(enc), -1))
         device = resolve_device(self.train.device)
         return predict_net(self.net_.to(device), enc, self.train.eval_batch, device)
-
-    def _predict(self, table: Table) -> np.ndarray:
-        device = resolve_device(self.train.device)
-        return predict_net(self.net_.to(device), self.encoder_.transform(table), self.train.eval_batch, device)
 
     def attention(self, table: Table) -> np.ndarray | None:
         """Step-1 objective-to-objective attention per row, (n, M, M) averaged over heads (None for MLPs)."""

@@ -370,9 +370,7 @@ def create_app(state: ServiceState) -> Any:
 
     def error(code: int, detail: str, problems: list[Problem] | None = None,
               headers: dict[str, str] | None = None) -> Response:
-        probs = problems or []
-        body = ErrorResponse(detail=detail, problems=probs[:MAX_PROBLEMS], problem_count=len(probs))
-        return Response(_json_bytes(body.model_dump()), status_code=code, media_type="application/json",
+        return Response(_error_bytes(detail, problems), status_code=code, media_type="application/json",
                         headers=headers)
 
     @contextlib.asynccontextmanager
