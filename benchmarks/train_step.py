@@ -4,8 +4,8 @@
 
 One training step = forward, loss, backward, AdamW step on a synthetic batch (6 objectives, 5 categorical
 and 2 numeric features), 1 thread. Samples/s: median of 5 timings of 20 steps each, the variants
-alternating. Then torch.profiler's top operators of 10 HarmonRank steps (rank loss, eager), and one
-`torch.compile(net, dynamic=True)` run (compile time of the first step, then samples/s).
+alternating; each net eager and through the Trainer's `compile=True` wrapper (torch.compile, inductor).
+Then torch.profiler's top operators of 10 HarmonRank steps, eager and compiled.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from harmonrank.features import EncodedBatch
 from harmonrank.models import make_loss
 from harmonrank.models.harmonrank import EnsembleConfig, HarmonRankNet
 from harmonrank.models.one_step import OneStepConfig, OneStepNet
+from harmonrank.train import CompiledOrEager
 
 RESULTS = Path(__file__).parent / "results"
 VOCAB = (5, 5, 5, 5, 5)
@@ -49,28 +50,61 @@ def _stepper(net: torch.nn.Module, loss_name: str, b: int, model: torch.nn.Modul
     return step
 
 
-def _nets() -> dict[str, tuple[torch.nn.Module, str]]:
-    torch.manual_seed(0)
-    hr = HarmonRankNet(EnsembleConfig(objectives=tuple("abcdef"), vocab_sizes=VOCAB, numeric_dim=4))
-    torch.manual_seed(0)
-    one = OneStepNet(OneStepConfig(objectives=tuple("abcdef"), vocab_sizes=VOCAB, numeric_dim=4))
-    return {"HarmonRank, rank loss": (hr, "rank"), "HarmonRank, BCE": (hr, "bce"), "one-step, BCE": (one, "bce"),
-            "one-step, rank loss": (one, "rank")}
+def _nets() -> dict[str, tuple[torch.nn.Module, str, bool]]:
+    """name -> (net, loss, compiled); every variant gets its own net, initialised alike."""
+    out: dict[str, tuple[torch.nn.Module, str, bool]] = {}
+    variants = (("HarmonRank, rank loss", "rank", False), ("HarmonRank, rank loss, compiled", "rank", True),
+                ("HarmonRank, BCE", "bce", False), ("one-step, BCE", "bce", False),
+                ("one-step, BCE, compiled", "bce", True), ("one-step, rank loss", "rank", False))
+    for name, loss, compiled in variants:
+        torch.manual_seed(0)
+        if name.startswith("HarmonRank"):
+            net: torch.nn.Module = HarmonRankNet(EnsembleConfig(objectives=tuple("abcdef"), vocab_sizes=VOCAB,
+                                                                numeric_dim=4))
+        else:
+            net = OneStepNet(OneStepConfig(objectives=tuple("abcdef"), vocab_sizes=VOCAB, numeric_dim=4))
+        out[name] = (net, loss, compiled)
+    return out
+
+
+def _top_ops(step, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(10):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = ["| operator | share | calls |", "|---|---:|---:|"]
+    for e in events[:n]:
+        lines.append(f"| `{e.key[:70]}` | {e.self_cpu_time_total / total:.1%} | {e.count} |")
+    return lines
 
 
 def main() -> None:
     torch.set_num_threads(1)
+    names = list(_nets())
     lines = ["# A training step: HarmonRank vs the one-step net", "",
              f"`python benchmarks/train_step.py` on {platform.machine()}, {os.cpu_count()} cores, torch "
              f"{torch.__version__}, 1 thread; synthetic batch, forward + loss + backward + AdamW step; median of "
-             "5 timings of 20 steps, variants alternating. Load average before: "
-             + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ".", "",
-             "| batch | " + " | ".join(_nets()) + " | HarmonRank rank / one-step BCE |",
-             "|---:|" + "---:|" * (len(_nets()) + 1)]
+             "5 timings of 20 steps, variants alternating. \"compiled\": the Trainer's `compile=True` "
+             "(`torch.compile(net, dynamic=True)`, inductor), timed after its first (compiling) step. Load average "
+             "before: " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ".", "",
+             "Samples/s:", "",
+             "| batch | " + " | ".join(names) + " | HarmonRank / one-step BCE, both eager | HarmonRank compiled / "
+             "one-step BCE eager | both compiled |",
+             "|---:|" + "---:|" * (len(names) + 3)]
+    compile_s: dict[str, float] = {}
     for b in (4096, 16384):
-        steps = {name: _stepper(net, loss, b) for name, (net, loss) in _nets().items()}
+        steps = {}
+        for name, (net, loss, compiled) in _nets().items():
+            steps[name] = _stepper(net, loss, b, model=CompiledOrEager(net) if compiled else None)
         times: dict[str, list[float]] = {name: [] for name in steps}
-        for fn in steps.values():
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            compile_s.setdefault(name, time.perf_counter() - t0)
             fn()
         for _ in range(5):
             for name, fn in steps.items():
@@ -79,40 +113,20 @@ def main() -> None:
                     fn()
                 times[name].append(20 * b / (time.perf_counter() - t0))
         rate = {k: statistics.median(v) for k, v in times.items()}
-        ratio = rate["HarmonRank, rank loss"] / rate["one-step, BCE"]
-        lines.append(f"| {b:,} | " + " | ".join(f"{v:,.0f}" for v in rate.values()) + f" | {ratio:.2f}x |")
+        one = rate["one-step, BCE"]
+        ratios = (rate["HarmonRank, rank loss"] / one, rate["HarmonRank, rank loss, compiled"] / one,
+                  rate["HarmonRank, rank loss, compiled"] / rate["one-step, BCE, compiled"])
+        lines.append(f"| {b:,} | " + " | ".join(f"{v:,.0f}" for v in rate.values()) + " | "
+                     + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
         print(lines[-1], flush=True)
-    from torch.profiler import ProfilerActivity, profile
-
-    net, _ = _nets()["HarmonRank, rank loss"]
-    step = _stepper(net, "rank", 4096)
-    step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(10):
-            step()
-    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in events)
-    lines += ["", "torch.profiler, 10 HarmonRank steps (rank loss, batch 4,096), top operators by self CPU time:", "",
-              "| operator | share | calls |", "|---|---:|---:|"]
-    for e in events[:10]:
-        lines.append(f"| `{e.key[:70]}` | {e.self_cpu_time_total / total:.1%} | {e.count} |")
-    net, _ = _nets()["HarmonRank, rank loss"]
-    compiled = torch.compile(net, dynamic=True)
-    step = _stepper(net, "rank", 4096, model=compiled)
-    t0 = time.perf_counter()
-    step()
-    compile_s = time.perf_counter() - t0
-    for _ in range(3):
-        step()
-    rates = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(20):
-            step()
-        rates.append(20 * 4096 / (time.perf_counter() - t0))
-    lines += ["", f"`torch.compile(net, dynamic=True)` (inductor, CPU): first step {compile_s:.0f} s (compilation; "
-              "inductor's on-disk cache from earlier runs on this machine shortens it), "
-              f"then {statistics.median(rates):,.0f} samples/s for HarmonRank with the rank loss at batch 4,096.", ""]
+    lines += ["", "First (compiling) step at batch 4,096: " + ", ".join(
+        f"{k} {v:.0f} s" for k, v in compile_s.items() if _nets()[k][2]) + " (inductor's on-disk cache from "
+        "earlier runs on this machine shortens it).", ""]
+    nets = _nets()
+    for name in ("HarmonRank, rank loss", "HarmonRank, rank loss, compiled"):
+        net, loss, compiled = nets[name]
+        lines += [f"torch.profiler, 10 steps of {name} (batch 4,096), top operators by self CPU time:", ""]
+        lines += [*_top_ops(_stepper(net, loss, 4096, model=CompiledOrEager(net) if compiled else None), 8), ""]
     (RESULTS / "train_step.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -131,3 +131,39 @@ def test_fused_inference_form_computes_the_same_scores(kw: dict, monkeypatch: py
         got = fused(scores, cats, nums)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     assert not any(p.requires_grad for p in fused.parameters())  # an inference form: nothing in it trains
+
+
+def test_cross_attention_equals_the_per_token_textbook_form() -> None:
+    """The key projection moved to the query side and the value projection after pooling: exact algebra."""
+    from harmonrank.models.harmonrank import _CrossAttention
+
+    torch.manual_seed(0)
+    d = 16
+    cross = _CrossAttention(d).double()
+    user = torch.randn(50, d, dtype=torch.float64, requires_grad=True)
+    tokens = torch.randn(50, 6, d, dtype=torch.float64, requires_grad=True)
+    got, w = cross(user, tokens)
+    k, v = cross.kv(tokens).chunk(2, dim=-1)  # per-token projections, (B, M, d) each
+    att = torch.softmax((k * cross.q(user)[:, None, :]).sum(-1) / d**0.5, dim=-1)
+    want = cross.out((att[..., None] * v).sum(1))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w, att, rtol=1e-12, atol=1e-12)
+    g1 = torch.autograd.grad(got.square().sum(), [user, tokens, cross.kv.weight, cross.kv.bias])
+    g2 = torch.autograd.grad(want.square().sum(), [user, tokens, cross.kv.weight, cross.kv.bias])
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_broadcast_attention_used_under_compile_equals_the_eager_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step-1 attention written for torch.compile (broadcasts) computes what the eager SDPA path does."""
+    torch.manual_seed(0)
+    net = HarmonRankNet(EnsembleConfig(objectives=OBJ, vocab_sizes=(4, 4), numeric_dim=2, n_heads=2))
+    batch = _inputs()
+    eager = net(batch)
+    g_eager = torch.autograd.grad(eager.sum(), list(net.parameters()))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    bcast = net(batch)
+    g_bcast = torch.autograd.grad(bcast.sum(), list(net.parameters()))
+    torch.testing.assert_close(bcast, eager, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_bcast, g_eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -103,3 +103,35 @@ def test_early_stopping_watches_a_smoothed_metric(values: list[float], smoothing
     trainer = Trainer(net, torch.nn.MSELoss(), TrainConfig(smoothing=smoothing, min_delta=1e-4, device="cpu"), (1.0,))
     trainer.history = [{"epoch": i + 1, "valid_auc_sum": v} for i, v in enumerate(values)]
     assert trainer.epochs_without_improvement() == expected
+
+
+def _fit_compiled(splits, compile_: bool) -> NeuralRanker:  # type: ignore[no-untyped-def]
+    train, valid, _ = splits
+    r = NeuralRanker(net="harmonrank", loss="rank",
+                     train=TrainConfig(max_epochs=1, batch_size=2048, patience=10, seed=7, compile=compile_))
+    r.fit(train, valid=valid)
+    return r
+
+
+def test_compiled_training_matches_eager(splits) -> None:  # type: ignore[no-untyped-def]
+    """torch.compile (inductor) trains the same model as eager, up to float rounding; the saved config says so."""
+    eager, compiled = _fit_compiled(splits, False), _fit_compiled(splits, True)
+    for (k, va), (_, vb) in zip(eager.net_.state_dict().items(), compiled.net_.state_dict().items(), strict=True):
+        torch.testing.assert_close(vb, va, rtol=1e-3, atol=1e-4, msg=k)
+    assert compiled.history_[0]["valid_auc_sum"] == pytest.approx(eager.history_[0]["valid_auc_sum"], abs=1e-3)
+
+
+def test_compile_failure_falls_back_to_eager(splits, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    def broken(module: torch.nn.Module, **_: object):  # type: ignore[no-untyped-def]
+        def call(*args: object) -> None:
+            raise RuntimeError("no C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level("WARNING", logger="harmonrank.train"):
+        fell_back = _fit_compiled(splits, True)
+    assert "torch.compile failed (RuntimeError: no C++ compiler found); training eagerly" in caplog.text
+    eager = _fit_compiled(splits, False)
+    for (k, va), (_, vb) in zip(eager.net_.state_dict().items(), fell_back.net_.state_dict().items(), strict=True):
+        assert torch.equal(va, vb), k

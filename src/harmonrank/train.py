@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,6 +92,9 @@ class TrainConfig:
     # and used by the loss; None: off. With probability preference_vertex_prob a vertex or the equal point.
     preference_alpha: float | None = None
     preference_vertex_prob: float = 0.25
+    # torch.compile the training forward (inductor; eager if compilation fails). Pays on long runs: the first
+    # step compiles for 10-60 s (docs/performance.md); validation and prediction stay eager.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "patience", "eval_batch"):
@@ -149,6 +153,33 @@ def predict_net(net: nn.Module, data: EncodedBatch, eval_batch: int = 65_536,
     return np.concatenate(out) if out else np.empty(0)
 
 
+class CompiledOrEager(nn.Module):
+    """``torch.compile(module, dynamic=True)`` (batches of whole requests vary in size), falling back to the
+    eager module for good if compilation fails (no C++ compiler, an unsupported operator ...), with a log line.
+
+    The wrapped module's parameters are the module's own: state dicts, checkpoints and the optimiser see no
+    difference. Compiled and eager forwards agree to float rounding, not bitwise.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        with warnings.catch_warnings():  # importing inductor trips torch's own torch.jit deprecation warning
+            warnings.filterwarnings("ignore", message=".*torch.jit.script_method. is deprecated",
+                                    category=DeprecationWarning)
+            self._compiled: Callable[..., Any] | None = torch.compile(module, dynamic=True)
+
+    def forward(self, *args: Any) -> Any:
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args)
+            except Exception as err:  # any compiler failure: train on, eagerly
+                log.warning("torch.compile failed (%s: %s); training eagerly", type(err).__name__,
+                            str(err).splitlines()[0] if str(err) else "")
+                self._compiled = None
+        return self.module(*args)
+
+
 class Trainer:
     """Owns optimiser, loop, early stopping and checkpoints for one (net, loss) pair.
 
@@ -167,6 +198,8 @@ class Trainer:
         if self.dist.size > 1:  # gradients averaged over ranks; with the gathered loss that is the exact gradient
             ids = [self.device.index or 0] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.net, device_ids=ids, forward_sync_buffers=False)
+        if config.compile:
+            self.model = CompiledOrEager(self.model)
         self.loss = loss.to(self.device)
         self.config = config
         self.objective_weights = tuple(objective_weights)
@@ -240,7 +273,7 @@ class Trainer:
                 f"{self.metadata['ranker']!r}; resume with --ranker {saved_ranker} or use another --out")
         saved_cfg = meta.get("train_config", {})
         for key in ("seed", "batch_size", "batch_by", "loss_method", "temperature", "lr", "weight_decay",
-                    "grad_clip", "smoothing", "min_delta", "preference_alpha", "preference_vertex_prob"):
+                    "grad_clip", "smoothing", "min_delta", "preference_alpha", "preference_vertex_prob", "compile"):
             if key in saved_cfg and saved_cfg[key] != getattr(self.config, key):
                 raise HarmonRankError(
                     f"cannot resume from {self.run_dir}: it was trained with {key}={saved_cfg[key]!r}, "

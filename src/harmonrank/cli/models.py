@@ -124,12 +124,15 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 @click.option("--temperature", type=float, default=None,
               help="Relative temperature of the soft-AUC operator. Default: the operator's own.")
 @device_option
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the training step (inductor): faster per step after a 10-60 s first step; "
+                   "eager if compilation fails (docs/performance.md).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from the last checkpoint in --out.")
 def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, config: Path | None, ranker: str,
               out: Path, epochs: int,
               batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
               weights: str | None, loss_method: Any,
-              temperature: float | None, device: Device, resume: bool) -> None:
+              temperature: float | None, device: Device, compile_: bool, resume: bool) -> None:
     """Train a ranker on a dataset and save it to a run folder.
 
     Under torchrun (`torchrun --nproc-per-node N -m harmonrank train ...`) the processes train one model
@@ -138,7 +141,7 @@ def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, co
     ok = False
     try:
         _train(info, data, valid, stream, buffer_rows, config, ranker, out, epochs, batch_size, lr, patience,
-               smoothing, min_delta, seed, weights, loss_method, temperature, device, resume)
+               smoothing, min_delta, seed, weights, loss_method, temperature, device, compile_, resume)
         ok = True
     finally:
         if info.size > 1:
@@ -152,13 +155,14 @@ def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, co
 def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, buffer_rows: int, config: Path | None,
            ranker: str, out: Path, epochs: int,
            batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
-           weights: str | None, loss_method: Any, temperature: float | None, device: Device, resume: bool) -> None:
+           weights: str | None, loss_method: Any, temperature: float | None, device: Device, compile_: bool,
+           resume: bool) -> None:
     cfg = load_config(config)
     if weights:
         cfg = cfg.with_objective_weights(parse_objective_values(weights, cfg.names, what="--weights"))
     tcfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, smoothing=smoothing,
                        min_delta=min_delta, seed=seed,
-                       loss_method=loss_method, temperature=temperature, device=device)
+                       loss_method=loss_method, temperature=temperature, device=device, compile=compile_)
     model = make_ranker(ranker, tcfg)
     if stream or data.is_dir() or any(ch in str(data) for ch in "*?["):
         _train_streamed(info, model, data, valid, cfg, out, resume, buffer_rows)

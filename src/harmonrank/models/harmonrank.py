@@ -64,11 +64,14 @@ class EnsembleConfig:
 
 
 class _Attention(nn.Module):
-    """Multi-head attention over a handful of tokens.
+    """Multi-head self-attention over a handful of tokens.
 
-    Training uses ``F.scaled_dot_product_attention`` directly: ``nn.MultiheadAttention``'s extra reshapes
-    and weight averaging made the HarmonRank net several times slower per batch on CPU at M = 6 tokens.
-    The attention map is computed explicitly only when asked for (analysis, plots).
+    Q, K and V come from one GEMM (the two weight matrices are concatenated on the fly, so saved models keep
+    their parameter names). Eager training uses ``F.scaled_dot_product_attention`` (``nn.MultiheadAttention``'s
+    extra reshapes made the net several times slower on CPU at M = 6 tokens; batched matmuls over (M, d_h)
+    matrices are slower still). Under ``torch.compile`` the M x M products are written as broadcasts, which
+    inductor fuses into one loop (benchmarks/results/train_step.md). The attention map is computed
+    explicitly only when asked for (analysis, plots).
     """
 
     def __init__(self, d: int, heads: int) -> None:
@@ -78,23 +81,33 @@ class _Attention(nn.Module):
         self.kv = nn.Linear(d, 2 * d)
         self.out = nn.Linear(d, d)
 
-    def forward(self, query: Tensor, tokens: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        b, lq, d = query.shape
+    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        b, m, d = x.shape
         h, dh = self.heads, d // self.heads
-        q = self.q(query).view(b, lq, h, dh).transpose(1, 2)  # (B, H, Lq, dh)
-        k, v = self.kv(tokens).view(b, -1, 2, h, dh).permute(2, 0, 3, 1, 4)  # 2 x (B, H, M, dh)
+        qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
         w = None
+        if torch.compiler.is_compiling() and not need_weights:
+            q, k, v = qkv.view(b, m, 1, 3, h, dh).unbind(3)  # (B, M, 1, H, dh) each
+            att = torch.softmax((q * k.transpose(1, 2)).sum(-1) * dh**-0.5, dim=2)  # (B, Mq, Mk, H)
+            out = (att[..., None] * v.transpose(1, 2)).sum(2).reshape(b, m, d)
+            return self.out(out), None
+        q, k, v = qkv.view(b, m, 3, h, dh).permute(2, 0, 3, 1, 4)  # 3 x (B, H, M, dh)
         if need_weights:
-            att = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5, dim=-1)  # (B, H, Lq, M)
-            out = att @ v
-            w = att.mean(1)  # averaged over heads: (B, Lq, M)
+            att = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5, dim=-1)  # (B, H, Mq, Mk)
+            o = att @ v
+            w = att.mean(1)  # averaged over heads: (B, Mq, Mk)
         else:
-            out = F.scaled_dot_product_attention(q, k, v)
-        return self.out(out.transpose(1, 2).reshape(b, lq, d)), w
+            o = F.scaled_dot_product_attention(q, k, v)
+        return self.out(o.transpose(1, 2).reshape(b, m, d)), w
 
 
 class _CrossAttention(nn.Module):
-    """One query (the user) over the M aligned tokens, single head, written out: (B, d), (B, M, d) -> (B, d)."""
+    """One query (the user) over the M aligned tokens, single head: (B, d), (B, M, d) -> (B, d).
+
+    Written so that no projection runs per token: the key projection moves to the query side
+    (q . (W_k t + b_k) = (W_k^T q) . t + const, and the constant cancels in the softmax), and the value
+    projection runs once on the pooled token (the softmax weights sum to 1, so the value bias passes through).
+    """
 
     def __init__(self, d: int) -> None:
         super().__init__()
@@ -103,9 +116,12 @@ class _CrossAttention(nn.Module):
         self.out = nn.Linear(d, d)
 
     def forward(self, user: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        k, v = self.kv(tokens).chunk(2, dim=-1)  # (B, M, d) each
-        w = torch.softmax((k * self.q(user)[:, None, :]).sum(-1) / k.shape[-1] ** 0.5, dim=-1)  # (B, M)
-        return self.out((w[..., None] * v).sum(1)), w
+        d = tokens.shape[-1]
+        wk, wv = self.kv.weight[:d], self.kv.weight[d:]
+        g = self.q(user) @ wk * d**-0.5  # (B, d): the query in token space
+        w = torch.softmax((tokens * g[:, None, :]).sum(-1), dim=-1)  # (B, M)
+        pooled = (w[..., None] * tokens).sum(1)  # (B, d)
+        return self.out(F.linear(pooled, wv, self.kv.bias[d:])), w
 
 
 class _AlignBlock(nn.Module):
@@ -119,7 +135,7 @@ class _AlignBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d)
 
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        a, w = self.attn(x, x, need_weights)  # w: (B, M, M) when asked for
+        a, w = self.attn(x, need_weights)  # w: (B, M, M) when asked for
         x = self.norm1(x + a)
         return self.norm2(x + self.ff(x)), w
 
@@ -145,7 +161,7 @@ class HarmonRankNet(nn.Module):
         m, d, k = len(config.objectives), config.d_model, config.n_knots
         self.register_buffer("knots", torch.linspace(-2.5, 2.5, k), persistent=False)
         self.standardize = LogitStandardizer(m)  # raw p -> standardised logits; statistics saved as buffers
-        # one GEMM for all objectives: basis (B, M*(k+1)) @ block-diagonal (M*(k+1), M*d)
+        # per objective: hinge basis (B, k+1) @ (k+1, d), one batched matmul over the M objectives
         self.token_weight = nn.Parameter(torch.randn(m, k + 1, d) * (0.5 / (k + 1) ** 0.5))
         self.objective = nn.Parameter(torch.randn(m, d) * 0.1)
         self.blocks = nn.ModuleList(_AlignBlock(d, config.n_heads, config.ffn_dim) for _ in range(config.n_layers))
@@ -172,10 +188,8 @@ class HarmonRankNet(nn.Module):
 
     def tokens(self, logits: Tensor) -> Tensor:
         """(B, M) standardised logits -> (B, M, d) objective tokens."""
-        b, m = logits.shape
         basis = torch.cat([logits[..., None], torch.relu(logits[..., None] - self.knots)], dim=-1)  # (B, M, k+1)
-        weight: Tensor = torch.block_diag(*self.token_weight.unbind(0))  # type: ignore[no-untyped-call]
-        out: Tensor = (basis.reshape(b, m * basis.shape[-1]) @ weight).view(b, m, self.config.d_model) + self.objective
+        out: Tensor = torch.bmm(basis.transpose(0, 1), self.token_weight).transpose(0, 1) + self.objective
         return out
 
     def user_vector(self, categorical: Tensor, numeric: Tensor, batch: int) -> Tensor:  # -> (B, d)

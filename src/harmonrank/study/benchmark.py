@@ -94,7 +94,7 @@ class BenchmarkConfig:
         base = TrainConfig(max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
                            patience=self.patience, weight_decay=self.weight_decay, smoothing=self.smoothing,
                            min_delta=self.min_delta, loss_method=self.loss_method,
-                           temperature=self.temperature, device=self.device)
+                           temperature=self.temperature, device=self.device, compile=self.compile)
         return replace(base, **changes)
 
 
