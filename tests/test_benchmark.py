@@ -38,6 +38,12 @@ observable_oracle = false
     assert "all users" in saved["attention"] and res["replay"][0]["ranker"] == "formula"
     report = (out / "report.md").read_text()
     assert "## Verdict" in report and "Replay" in report
+    focus = saved["focus"]  # buy on its own vs the baseline, with CIs
+    assert focus["objective"] == "buy" and set(focus["rankers"]) == {"formula", "harmonrank"}
+    for f in focus["rankers"].values():
+        for part in (f["auc"], f["replay_gain"]):
+            assert part["low"] <= part["high"] and part["n_seeds"] == 2
+    assert "## buy on its own against one_step_bce" in report
 
 
 def test_benchmark_config_errors(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ class BenchmarkConfig:
     loss_method: Method = "pl"  # soft-AUC operator of the rank losses
     temperature: float | None = None  # its relative temperature (None: the operator's default)
     device: Device = "auto"
+    compile: bool = False  # torch.compile the neural rankers' training step
     # comparison (default: every registered ranker marked for the benchmark)
     rankers: tuple[str, ...] = field(default_factory=default_rankers)
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -271,6 +272,25 @@ def run_benchmark(
     versus: dict[str, Any] = {}
     if "harmonrank" in scores:
         versus = {name: compare("harmonrank", name) for name in cfg.rankers if name != "harmonrank"}
+    # the sweep objective (default buy) on its own, against the baseline: its AUC and, on simulated data, its
+    # replayed outcome, each with a paired request-bootstrap CI over every seed (the label-skew study reads it)
+    focus: dict[str, Any] = {}
+    if cfg.baseline in scores and cfg.sweep_objective in test.objectives:
+        from .replay import replay_gain_bootstrap
+
+        m = test.objectives.index(cfg.sweep_objective)
+        onehot = [float(j == m) for j in range(len(test.objectives))]
+        for name in cfg.rankers:
+            if name == cfg.baseline:
+                continue
+            a_s, b_s = [scores[name][s] for s in cfg.seeds], [scores[cfg.baseline][s] for s in cfg.seeds]
+            res = paired_bootstrap_seeds(a_s, b_s, test_labels, test.request, weights=onehot, n_boot=cfg.n_boot,
+                                         random_state=seed0)
+            focus[name] = {"auc": asdict(res) | {"excludes_zero": res.excludes_zero}}
+            if test.truth is not None:
+                rg = replay_gain_bootstrap(a_s, b_s, test.truth[:, m], test.request, k=cfg.replay_k,
+                                           n_boot=cfg.n_boot, random_state=seed0)
+                focus[name]["replay_gain"] = asdict(rg) | {"excludes_zero": rg.excludes_zero}
     # oracle rows and replay (simulated data only)
     oracle: dict[str, Any] = {}
     replay_rows: list[dict[str, Any]] = []
@@ -332,6 +352,7 @@ def run_benchmark(
         "summary": summary,
         "bootstrap_vs_baseline": boot,
         "harmonrank_vs": versus,
+        "focus": {"objective": cfg.sweep_objective, "vs": cfg.baseline, "rankers": focus},
         "oracle": oracle,
         "replay": replay_rows,
         "sweep": sweep,

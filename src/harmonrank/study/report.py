@@ -262,6 +262,22 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
             vrows.append({"vs": name, "Δ AUC-sum": b["difference"], "95% CI low": b["low"],
                           "95% CI high": b["high"], "p": b.get("p_text", b["p_value"]), "verdict": said})
         lines.append(markdown_table(vrows))
+    focus = results.get("focus", {})
+    if focus.get("rankers"):
+        obj = focus["objective"]
+        lines += ["", f"## {obj} on its own against {focus['vs']} (paired bootstrap over test requests, all seeds "
+                  "pooled)", "", f"Δ {obj} AUC and, on simulated data, the relative gain in replayed {obj} "
+                  f"(top {cfg['replay_k']}), each with its 95% CI; {results['test_positives'].get(obj, 0):,} test "
+                  f"{obj} positives.", ""]
+        frows = []
+        for name, f in focus["rankers"].items():
+            row = {"ranker": name, f"Δ {obj} AUC": f"{f['auc']['difference']:+.4f} [{f['auc']['low']:+.4f}, "
+                   f"{f['auc']['high']:+.4f}]"}
+            if "replay_gain" in f:
+                rg = f["replay_gain"]
+                row[f"replay {obj} gain"] = f"{rg['difference']:+.2%} [{rg['low']:+.2%}, {rg['high']:+.2%}]"
+            frows.append(row)
+        lines.append(markdown_table(frows))
     lines += ["", "## Test GAUC per objective (by user, mean over seeds)", ""]
     lines.append(markdown_table([{"ranker": r["ranker"], **{o: r[f"gauc_{o}"] for o in objs},
                                   "GAUC-sum": r["gauc_sum"]} for r in results["summary"]]))
