@@ -64,9 +64,35 @@ def test_benchmark_config_errors(tmp_path: Path) -> None:
     ("[train]\nmax_epoch = 1\n", "did you mean 'max_epochs'"),
     ("[data]\nsim_options = {corelation = 0.5}\n", "did you mean 'correlation'"),
     ("[data]\nrates = {bye = 0.01}\n", "unknown objective 'bye' .did you mean 'buy'"),
+    ("[data]\nobjectives = ['click', 'shar']\nsim_options = {extra_objectives = 1}\n",
+     "benchmark: objectives: unknown objective 'shar' .did you mean 'share'"),
+    ("[data]\nobjectives = ['click']\npath = 'x.parquet'\n", "with path, list the objectives in the dataset config"),
 ])
 def test_benchmark_config_typos_name_the_likely_spelling(tmp_path: Path, text: str, match: str) -> None:
     p = tmp_path / "b.toml"
     p.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_benchmark_config(p)
+
+
+def test_benchmark_fuses_a_chosen_set_of_simulated_objectives(tmp_path: Path) -> None:
+    """The number-of-objectives knob: 4 of the six, or the six plus extra simulated ones."""
+    p = tmp_path / "b.toml"
+    p.write_text("""
+[data]
+rows = 6000
+objectives = ["click", "like", "comment", "share"]
+sim_options = { extra_objectives = 1 }
+[train]
+max_epochs = 1
+lr_grid = [0.003]
+[benchmark]
+rankers = ["one_step_bce", "one_step_rank"]
+seeds = [0]
+n_boot = 5
+sweep_weights = []
+observable_oracle = false
+""")
+    res = run_benchmark(load_benchmark_config(p), tmp_path / "out")
+    assert res["objectives"] == ["click", "like", "comment", "share"]
+    assert res["data"]["simulator"]["extra_objectives"] == 1 and "share" in res["data"]["simulator"]["rates"]

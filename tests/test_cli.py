@@ -59,6 +59,15 @@ def test_end_to_end_installed_cli(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "rate of 'buy' must be in (0, 1)" in bad.stderr
     assert not (tmp_path / "x.parquet").exists()
     assert len(bad.stderr.strip().splitlines()) == 1  # one-line cause, no traceback
+    # ten objectives: the dataset config is written beside the data and every command reads it
+    ten = tmp_path / "ten.parquet"
+    sim = subprocess.run([EXE, "simulate", "--out", str(ten), "--rows", "3000", "--extra-objectives", "4",
+                          "--segment-dependence", "0.5", "--no-summary"], capture_output=True, text=True, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    assert "--config" in sim.stderr and (tmp_path / "ten.toml").exists()
+    ev = subprocess.run([EXE, "evaluate", "--data", str(ten), "--config", str(tmp_path / "ten.toml")],
+                        capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 0 and "coupon" in ev.stdout, ev.stderr
 
 
 def test_demo_config_is_a_small_valid_benchmark() -> None:

@@ -8,7 +8,14 @@ import pytest
 
 from harmonrank.errors import ConfigError
 from harmonrank.metrics import auc
-from harmonrank.study.simulate import DEFAULT_RATES, OBJECTIVES, SimulatorConfig, simulate, simulate_table
+from harmonrank.study.simulate import (
+    DEFAULT_RATES,
+    EXTRA_OBJECTIVES,
+    OBJECTIVES,
+    SimulatorConfig,
+    simulate,
+    simulate_table,
+)
 
 
 def _np(t, col: str) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -75,6 +82,39 @@ def test_knobs() -> None:
     assert auc(p, y) == pytest.approx(auc(tr, y), abs=2e-3)
 
 
+def test_extra_objectives_hit_their_rates_and_keep_the_six_unchanged() -> None:
+    t = simulate_table(SimulatorConfig(rows=150_000, seed=5, extra_objectives=4))
+    six = simulate_table(SimulatorConfig(rows=150_000, seed=5))
+    for m in OBJECTIVES + EXTRA_OBJECTIVES:
+        y, p = _np(t, f"y_{m}"), _np(t, f"p_{m}")
+        rate = DEFAULT_RATES[m]
+        assert abs(y.mean() - rate) < 4 * np.sqrt(rate / len(y)) + 0.05 * rate, m
+        assert 0.6 < auc(p, y) < auc(_np(t, f"true_{m}"), y), m
+    # the extra objectives draw from their own random stream: the six objectives' data is unchanged
+    for col in six.column_names:
+        assert t[col].equals(six[col]), col
+    two = simulate_table(SimulatorConfig(rows=2_000, seed=5, extra_objectives=2))
+    assert [c for c in two.column_names if c.startswith("y_")] == [f"y_{m}" for m in (*OBJECTIVES, "share", "gift")]
+
+
+def test_segment_dependence_moves_label_dependence_between_activity_segments() -> None:
+    """High-activity users' objectives share more latent factors than low-activity users' (conditional on a
+    click, the labels of comment and buy are more correlated); 0 leaves every segment alike."""
+    def within_click_corr(t, level: str) -> float:  # type: ignore[no-untyped-def]
+        act = np.asarray(t["u_activity"].to_pylist())
+        mask = (act == level) & (_np(t, "y_click") == 1)
+        return float(np.corrcoef(_np(t, "true_comment")[mask], _np(t, "true_buy")[mask])[0, 1])
+
+    flat = simulate_table(SimulatorConfig(rows=150_000, seed=4))
+    split = simulate_table(SimulatorConfig(rows=150_000, seed=4, segment_dependence=1.0))
+    gap_flat = within_click_corr(flat, "high") - within_click_corr(flat, "low")
+    gap_split = within_click_corr(split, "high") - within_click_corr(split, "low")
+    assert gap_split > gap_flat + 0.2, (gap_flat, gap_split)
+    assert SimulatorConfig(segment_dependence=0.0).shared_weight(np.array([0, 1, 2])) == 0.7
+    np.testing.assert_allclose(SimulatorConfig(segment_dependence=0.5).shared_weight(np.array([0, 1, 2])),
+                               [0.35, 0.7, 0.85])
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
@@ -84,6 +124,9 @@ def test_knobs() -> None:
         ({"rates": {"buy": 0.2}}, "below the click rate"),
         ({"min_candidates": 50, "max_candidates": 20}, "min_candidates"),
         ({"correlation": 2.0}, "correlation"),
+        ({"segment_dependence": 1.5}, "segment_dependence"),
+        ({"extra_objectives": 5}, "extra_objectives"),
+        ({"rates": {"gift": 0.001}}, "rates given for gift, which extra_objectives = 0 does not simulate"),
     ],
 )
 def test_bad_knobs(kw: dict, match: str) -> None:  # type: ignore[type-arg]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -36,7 +36,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DatasetConfig", "Objective", "check_keys", "load_config", "read_toml", "simulator_config"]
+__all__ = ["DatasetConfig", "Objective", "check_keys", "load_config", "read_toml", "simulator_config", "write_config"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -209,7 +209,32 @@ def load_config(path: str | Path | None) -> DatasetConfig:
     return DatasetConfig.from_dict(read_toml(path), source=str(path))
 
 
-def simulator_config() -> DatasetConfig:
-    """The config of data written by ``harmonrank simulate`` (shipped with the package)."""
-    text = resources.files("harmonrank").joinpath("resources/simulator.toml").read_text(encoding="utf-8")
-    return DatasetConfig.from_dict(tomllib.loads(text), source="simulator.toml")
+def simulator_config(objectives: Sequence[str] | None = None) -> DatasetConfig:
+    """The config of data written by ``harmonrank simulate`` (shipped with the package).
+
+    ``objectives``: fuse these instead of the six (a subset, or with the simulator's extra objectives).
+    """
+    doc = tomllib.loads(resources.files("harmonrank").joinpath("resources/simulator.toml").read_text(encoding="utf-8"))
+    if objectives is not None:
+        doc["objectives"] = [{"name": m} for m in objectives]
+    return DatasetConfig.from_dict(doc, source="simulator.toml")
+
+
+def write_config(cfg: DatasetConfig, path: str | Path) -> None:
+    """Write ``cfg`` as a dataset-config TOML (atomically) that :func:`load_config` reads back."""
+    from .io import write_text
+
+    lines = [f'request_column = "{cfg.request_column}"', f'user_column = "{cfg.user_column}"']
+    lines += [f'{key} = "{getattr(cfg, key)}"' for key in ("time_column", "item_column") if getattr(cfg, key)]
+    lines.append("")
+    for o in cfg.objectives:
+        lines += ["[[objectives]]", f'name = "{o.name}"']
+        lines += [f'{key} = "{getattr(o, key)}"' for key, default in (("score", f"p_{o.name}"),
+                                                                       ("label", f"y_{o.name}"))
+                  if getattr(o, key) != default]
+        if o.weight != 1.0:
+            lines.append(f"weight = {o.weight!r}")
+        lines.append("")
+    lines += ["[features]", "categorical = [" + ", ".join(f'"{c}"' for c in cfg.categorical) + "]",
+              "numeric = [" + ", ".join(f'"{c}"' for c in cfg.numeric) + "]", ""]
+    write_text(path, "\n".join(lines))

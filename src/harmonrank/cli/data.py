@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..config import load_config
+from ..config import load_config, simulator_config, write_config
 from ..io import write_json
 from ..models.formula import parse_objective_values
 from ..summary import summarize_file, summary_markdown
@@ -36,27 +36,37 @@ def _parse_rates(items: list[str], objectives: tuple[str, ...]) -> dict[str, flo
 @click.option("--noise", type=float, default=1.0, help="Upstream prediction noise multiplier (1 = realistic).")
 @click.option("--shared-noise", type=float, default=0.4, help="0..1: share of prediction noise common to all.")
 @click.option("--heterogeneity", type=float, default=1.0, help="Segment differences in prediction quality.")
+@click.option("--segment-dependence", type=float, default=0.0,
+              help="0..1: how much the label dependence (--correlation) differs between activity segments.")
+@click.option("--extra-objectives", type=click.IntRange(0, 4), default=0,
+              help="Objectives beyond the six: share, gift, add_cart, coupon (in that order); writes the dataset "
+                   "config beside --out.")
 @click.option("--chunk-rows", type=int, default=500_000, help="Rows per Parquet row group (bounds memory).")
 @click.option("--summary/--no-summary", default=True, help="Print the dataset summary afterwards.")
 @click.option("--json", "json_out", type=FILE, default=None, help="Also write the summary as JSON.")
 def simulate_cmd(out: Path, rows: int, seed: int, users: int, streamers: int, min_candidates: int,
                  max_candidates: int, days: int, rate: tuple[str, ...], correlation: float, noise: float,
-                 shared_noise: float, heterogeneity: float, chunk_rows: int, summary: bool,
-                 json_out: Path | None) -> None:
+                 shared_noise: float, heterogeneity: float, segment_dependence: float, extra_objectives: int,
+                 chunk_rows: int, summary: bool, json_out: Path | None) -> None:
     """Generate a simulated live-streaming e-commerce log in the data contract (Parquet)."""
-    from ..study.simulate import OBJECTIVES, SimulatorConfig, simulate
+    from ..study.simulate import EXTRA_OBJECTIVES, OBJECTIVES, SimulatorConfig, simulate
 
+    names = OBJECTIVES + EXTRA_OBJECTIVES[:extra_objectives]
     cfg = SimulatorConfig(
         rows=rows, users=users, streamers=streamers, min_candidates=min_candidates,
-        max_candidates=max_candidates, days=days, rates=_parse_rates(list(rate), OBJECTIVES),
-        correlation=correlation, noise=noise, shared_noise=shared_noise, heterogeneity=heterogeneity, seed=seed,
-        chunk_rows=chunk_rows,
+        max_candidates=max_candidates, days=days, rates=_parse_rates(list(rate), names),
+        correlation=correlation, noise=noise, shared_noise=shared_noise, heterogeneity=heterogeneity,
+        segment_dependence=segment_dependence, extra_objectives=extra_objectives, seed=seed, chunk_rows=chunk_rows,
     )
     with Reporter("simulate", "rows", total=rows) as rep:
         info = simulate(out, cfg, progress=lambda done, total: rep.update(done))
     err_console.print(f"wrote {info['rows']:,} rows to {out} in {info['seconds']:.1f}s")
+    dataset = simulator_config(cfg.objectives)
+    if extra_objectives:  # the packaged config fuses the six: write one with every objective beside the data
+        write_config(dataset, out.with_suffix(".toml"))
+        err_console.print(f"wrote its dataset config to {out.with_suffix('.toml')} (pass it as --config)")
     if summary or json_out:
-        s = summarize_file(out, load_config(None))
+        s = summarize_file(out, dataset)
         s["simulator"] = cfg.to_dict()
         if summary:
             console.print(summary_markdown(s))

@@ -47,6 +47,7 @@ class BenchmarkConfig:
     path: str | None = None
     dataset_config: str | None = None
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    objectives: tuple[str, ...] = ()  # simulated data: the objectives to fuse, in order (default: all simulated)
     # training (shared by every neural ranker)
     max_epochs: int = 10
     batch_size: int = 4096
@@ -86,9 +87,13 @@ class BenchmarkConfig:
         self.train_config()  # checks loss_method, temperature, device, epochs ... at construction
         if self.path is None:  # and the simulator's options (rates, sim_options), before any work
             try:
-                SimulatorConfig(rows=self.rows, seed=self.sim_seed, rates=dict(self.rates), **self.sim_options)
+                sim = SimulatorConfig(rows=self.rows, seed=self.sim_seed, rates=dict(self.rates), **self.sim_options)
             except TypeError as err:
                 raise ConfigError(f"benchmark: sim_options: {err}") from err
+            check_keys(self.objectives, sim.objectives, "benchmark: objectives", what="objective")
+        elif self.objectives:
+            raise ConfigError("benchmark: objectives picks simulated objectives; with path, list the objectives in "
+                              "the dataset config instead")
 
     def train_config(self, **changes: Any) -> TrainConfig:
         """The TrainConfig every neural ranker of this benchmark starts from (``changes``: seed, lr ...)."""
@@ -119,7 +124,7 @@ def load_benchmark_config(config_path: str | Path | None, /, **overrides: Any) -
     check_keys(["seed" if k == "sim_seed" else k for k in raw], known, "benchmark config")
     check_keys(raw.get("sim_options", {}), set(SimulatorConfig.__dataclass_fields__) - {"rows", "seed", "rates"},
                "benchmark config: sim_options")
-    for key in ("split", "rankers", "seeds", "sweep_weights", "trade_off", "lr_grid"):
+    for key in ("split", "rankers", "seeds", "sweep_weights", "trade_off", "lr_grid", "objectives"):
         if key in raw:
             raw[key] = tuple(raw[key])
     return BenchmarkConfig(**raw)
@@ -132,7 +137,7 @@ def _load_data(cfg: BenchmarkConfig, tmp: Path) -> tuple[Table, dict[str, Any]]:
     sim = SimulatorConfig(rows=cfg.rows, seed=cfg.sim_seed, rates=dict(cfg.rates), **cfg.sim_options)
     path = tmp / "sim.parquet"
     simulate(path, sim)
-    return read_table(path, simulator_config()), {"simulator": sim.to_dict()}
+    return read_table(path, simulator_config(cfg.objectives or sim.objectives)), {"simulator": sim.to_dict()}
 
 
 def observable_oracle(train: Table, test: Table) -> np.ndarray:

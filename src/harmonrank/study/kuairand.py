@@ -31,9 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ..config import DatasetConfig, Objective
+from ..config import DatasetConfig, Objective, write_config
 from ..errors import DataError
-from ..io import write_parquet, write_text
+from ..io import write_parquet
 
 __all__ = ["LABELS", "MAIN_OBJECTIVES", "dataset_config", "feature_columns", "load_kuairand", "request_ids",
            "write_config", "write_kuairand"]
@@ -222,16 +222,6 @@ def dataset_config(table: pa.Table, objectives: Sequence[str] = MAIN_OBJECTIVES)
         categorical=tuple(c for c in cat if c.startswith("u_")),
         numeric=tuple(c for c in num if c.startswith("u_")),
     )
-
-
-def write_config(cfg: DatasetConfig, path: Path) -> None:
-    lines = [f'request_column = "{cfg.request_column}"', f'user_column = "{cfg.user_column}"',
-             f'time_column = "{cfg.time_column}"', f'item_column = "{cfg.item_column}"', ""]
-    for o in cfg.objectives:
-        lines += ["[[objectives]]", f'name = "{o.name}"', ""]
-    lines += ["[features]", "categorical = [" + ", ".join(f'"{c}"' for c in cfg.categorical) + "]",
-              "numeric = [" + ", ".join(f'"{c}"' for c in cfg.numeric) + "]", ""]
-    write_text(path, "\n".join(lines))
 
 
 def write_kuairand(src: str | Path, out: str | Path, *, log_kind: str = "random",

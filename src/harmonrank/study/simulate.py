@@ -41,12 +41,14 @@ from ..errors import ConfigError
 from ..features import logit
 from ..io import AtomicTableWriter
 
-__all__ = ["OBJECTIVES", "SimulatorConfig", "simulate", "simulate_table"]
+__all__ = ["EXTRA_OBJECTIVES", "OBJECTIVES", "SimulatorConfig", "simulate", "simulate_table"]
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("click", "long_view", "like", "comment", "follow", "buy")
-_CONDITIONAL = OBJECTIVES[1:]
+# further objectives, off by default (``extra_objectives``): the number-of-objectives knob (6 -> up to 10)
+EXTRA_OBJECTIVES = ("share", "gift", "add_cart", "coupon")
+_COMMERCE = ("comment", "buy", "gift", "add_cart", "coupon")  # within a click, these share one copula normal
 
 AGE_GROUPS = ("18-24", "25-30", "31-40", "41-50", "50+")
 GENDERS = ("female", "male")
@@ -59,7 +61,7 @@ CATEGORIES = ("fashion", "beauty", "food", "electronics", "home", "games", "musi
 _SELLING = np.array([0.9, 0.9, 0.8, 0.85, 0.8, 0.2, 0.15, 0.05, 0.5, 0.75, 0.9, 0.6])
 
 DEFAULT_RATES = {"click": 0.08, "long_view": 0.035, "like": 0.012, "comment": 0.006, "follow": 0.004,
-                 "buy": 0.003}
+                 "buy": 0.003, "share": 0.005, "gift": 0.001, "add_cart": 0.004, "coupon": 0.002}
 # loadings of each objective's conditional logit on the shared (engage, social, commerce) factors
 _LOADINGS = {
     "click": (1.0, 0.15, 0.25),
@@ -68,9 +70,14 @@ _LOADINGS = {
     "comment": (0.2, 0.7, 0.6),
     "follow": (0.3, 1.0, 0.1),
     "buy": (0.3, 0.1, 1.3),
+    "share": (0.5, 0.8, 0.0),
+    "gift": (0.2, 0.8, 0.8),
+    "add_cart": (0.4, 0.0, 1.1),
+    "coupon": (0.6, 0.0, 0.8),
 }
 # upstream prediction noise (std on the logit scale) per objective at noise = 1
-_NOISE = {"click": 0.75, "long_view": 0.7, "like": 0.8, "comment": 0.9, "follow": 0.9, "buy": 0.8}
+_NOISE = {"click": 0.75, "long_view": 0.7, "like": 0.8, "comment": 0.9, "follow": 0.9, "buy": 0.8, "share": 0.85,
+          "gift": 0.9, "add_cart": 0.75, "coupon": 0.8}
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,10 @@ class SimulatorConfig:
     days : time span of the log; requests are in time order.
     rates : per-impression base rate of each objective (the label skew knob).
     correlation : 0..1, weight of shared latent factors (label correlation strength).
+    segment_dependence : 0..1, how much that weight differs between user segments: high-activity users'
+        objectives share more (correlation + s (1 - correlation)), low-activity users' less
+        (correlation (1 - s)), mid-activity users keep ``correlation``. 0: the same for everyone.
+    extra_objectives : 0..4, objectives beyond the six (share, gift, add_cart, coupon, in that order).
     noise : multiplier of the upstream prediction noise (1 = realistic, 0 = p equals truth up to bias).
     shared_noise : 0..1, share of the prediction noise common to all objectives.
     heterogeneity : 0..1+, how much prediction reliability/calibration differ across user segments.
@@ -98,11 +109,13 @@ class SimulatorConfig:
     min_candidates: int = 20
     max_candidates: int = 100
     days: int = 14
-    rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
+    rates: dict[str, float] = field(default_factory=lambda: {m: DEFAULT_RATES[m] for m in OBJECTIVES})
     correlation: float = 0.7
     noise: float = 1.0
     shared_noise: float = 0.4
     heterogeneity: float = 1.0
+    segment_dependence: float = 0.0
+    extra_objectives: int = 0
     seed: int = 0
     chunk_rows: int = 500_000
 
@@ -123,8 +136,14 @@ class SimulatorConfig:
             )
         if self.days < 1:
             raise bad("days", "at least 1")
-        check_keys(self.rates, OBJECTIVES, "simulator: rates", what="objective")
-        rates = {**DEFAULT_RATES, **self.rates}
+        check_keys(self.rates, OBJECTIVES + EXTRA_OBJECTIVES, "simulator: rates", what="objective")
+        if not 0 <= self.extra_objectives <= len(EXTRA_OBJECTIVES):
+            raise bad("extra_objectives", f"in 0..{len(EXTRA_OBJECTIVES)}")
+        unused = sorted(set(self.rates) - set(self.objectives))
+        if unused:
+            raise ConfigError(f"simulator: rates given for {', '.join(unused)}, which extra_objectives = "
+                              f"{self.extra_objectives} does not simulate")
+        rates = {m: r for m, r in {**DEFAULT_RATES, **self.rates}.items() if m in self.objectives}
         object.__setattr__(self, "rates", rates)
         for name, r in rates.items():
             if not 0 < r < 1:
@@ -142,8 +161,22 @@ class SimulatorConfig:
             raise bad("noise", ">= 0")
         if self.heterogeneity < 0:
             raise bad("heterogeneity", ">= 0")
+        if not 0 <= self.segment_dependence <= 1:
+            raise bad("segment_dependence", "in [0, 1]")
         if self.chunk_rows < 1000:
             raise bad("chunk_rows", "at least 1000")
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """The simulated objectives: the six, then ``extra_objectives`` of EXTRA_OBJECTIVES."""
+        return OBJECTIVES + EXTRA_OBJECTIVES[: self.extra_objectives]
+
+    def shared_weight(self, activity: np.ndarray) -> float | np.ndarray:
+        """Per impression, the weight of the shared latent factors (``correlation``, moved by segment)."""
+        c, s = self.correlation, self.segment_dependence
+        if s == 0:
+            return c
+        return np.select([activity == 2, activity == 0], [c + s * (1 - c), c * (1 - s)], default=c)
 
     @property
     def n_users(self) -> int:
@@ -242,9 +275,13 @@ class _World:
 
 
 def _factors(
-    w: _World, u: np.ndarray, s: np.ndarray, hour: np.ndarray, rng: np.random.Generator, correlation: float
+    w: _World, u: np.ndarray, s: np.ndarray, hour: np.ndarray, rng: np.random.Generator, cfg: SimulatorConfig,
+    extra_rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """Conditional logits (before intercepts) of each objective for impressions (u, s)."""
+    """Conditional logits (before intercepts) of each objective for impressions (u, s).
+
+    The extra objectives draw from ``extra_rng``, so turning them on leaves the six objectives' data as is.
+    """
     n = u.size
     affinity = np.log(len(CATEGORIES) * w.interest[u, w.category[s]] + 0.05)
     evening = np.exp(-0.5 * ((hour - 21.0) / 2.5) ** 2)  # live rooms peak at night
@@ -258,12 +295,13 @@ def _factors(
     shared = np.stack([engage, social, commerce], 1)
     shared = (shared - shared.mean(0)) / (shared.std(0) + 1e-9) if n > 1 else shared
     out = {}
-    a, b = math.sqrt(correlation), math.sqrt(1 - correlation)
-    for name in OBJECTIVES:
+    correlation = cfg.shared_weight(w.activity[u])
+    a, b = np.sqrt(correlation), np.sqrt(1 - correlation)
+    for name in cfg.objectives:
         load = np.asarray(_LOADINGS[name])
         norm = np.sqrt((load**2).sum())
         common = shared @ load / norm
-        own = rng.normal(0, 1.0, n)
+        own = (extra_rng if name in EXTRA_OBJECTIVES else rng).normal(0, 1.0, n)
         out[name] = 1.3 * (a * common + b * own)
     return out
 
@@ -277,11 +315,11 @@ class _Calibration:
         u = rng.choice(cfg.n_users, n, p=w.arrival / w.arrival.sum())
         s = w.sample_streamers(u, rng)
         hour = rng.uniform(0, 24, n)
-        logits = _factors(w, u, s, hour, rng, cfg.correlation)
+        logits = _factors(w, u, s, hour, rng, cfg, np.random.default_rng([cfg.seed, 2, 1]))
         self.bias: dict[str, float] = {}
         self.bias["click"] = self._solve(logits["click"], cfg.rates["click"], None)
         click_p = _sigmoid(logits["click"] + self.bias["click"])
-        for name in _CONDITIONAL:
+        for name in cfg.objectives[1:]:
             self.bias[name] = self._solve(logits[name], cfg.rates[name], click_p)
 
     @staticmethod
@@ -296,7 +334,8 @@ class _Calibration:
 
 
 def _upstream(
-    w: _World, u: np.ndarray, true: dict[str, np.ndarray], cfg: SimulatorConfig, rng: np.random.Generator
+    w: _World, u: np.ndarray, true: dict[str, np.ndarray], cfg: SimulatorConfig, rng: np.random.Generator,
+    extra_rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """Noisy, miscalibrated, segment-dependent upstream predictions of the true probabilities."""
     n = u.size
@@ -308,22 +347,23 @@ def _upstream(
     young = w.age[u] <= 1
     shared_err = rng.normal(0, 1, n)
     out = {}
-    for name in OBJECTIVES:
+    for name in cfg.objectives:
         sigma = np.full(n, _NOISE[name] * cfg.noise)
         slope = np.full(n, 1.0)
         bias = np.full(n, 0.0)
-        if name in ("buy", "comment"):
+        if name in _COMMERCE:
             sigma *= 1 + h * (0.9 * new_user + 0.6 * low_act)  # little purchase history
             bias += h * (0.6 * ios - 0.4 * rich)
             slope *= 1 + h * 0.25 * rich
-        elif name in ("follow", "like", "long_view"):
+        elif name != "click":  # follow, like, long_view, share
             sigma *= 1 + h * 0.6 * (~young)
             bias += h * 0.5 * young
         else:  # click
             sigma *= 1 - h * 0.3 * (w.activity[u] == 2)
             bias += h * 0.3 * low_act
         sigma = np.maximum(sigma, 0)
-        err = math.sqrt(cfg.shared_noise) * shared_err + math.sqrt(1 - cfg.shared_noise) * rng.normal(0, 1, n)
+        own = (extra_rng if name in EXTRA_OBJECTIVES else rng).normal(0, 1, n)
+        err = math.sqrt(cfg.shared_noise) * shared_err + math.sqrt(1 - cfg.shared_noise) * own
         z = slope * (logit(true[name], eps=1e-7) + sigma * err) + bias - 0.3 * slope  # overall mild miscalibration
         out[name] = _sigmoid(z)
     return out
@@ -367,25 +407,28 @@ def _chunks(cfg: SimulatorConfig) -> Iterator[pa.Table]:
         last = max(last, first + 1)
         last = min(last, sizes.size)
         rng = np.random.default_rng([cfg.seed, 4, k])
+        extra_rng = np.random.default_rng([cfg.seed, 5, k])  # the extra objectives' own stream
         req_ids = np.repeat(np.arange(first, last), sizes[first:last])
         u = users[req_ids]
         tt = t[req_ids]
         s = w.sample_streamers(u, rng)
         hour = (tt % 86_400) / 3600.0
-        logits = _factors(w, u, s, hour, rng, cfg.correlation)
+        logits = _factors(w, u, s, hour, rng, cfg, extra_rng)
+        conditional = cfg.objectives[1:]
         click_p = _sigmoid(logits["click"] + cal.bias["click"])
-        cond = {m: _sigmoid(logits[m] + cal.bias[m]) for m in _CONDITIONAL}
-        true = {"click": click_p, **{m: click_p * cond[m] for m in _CONDITIONAL}}
+        cond = {m: _sigmoid(logits[m] + cal.bias[m]) for m in conditional}
+        true = {"click": click_p, **{m: click_p * cond[m] for m in conditional}}
         clicked = rng.random(u.size) < click_p
         # within a click: Gaussian copula, commerce pair and social trio share a normal
         z_com, z_soc = rng.normal(0, 1, u.size), rng.normal(0, 1, u.size)
-        rho = 0.6 * cfg.correlation
+        rho = 0.6 * cfg.shared_weight(w.activity[u])
         labels = {"click": clicked}
-        for m in _CONDITIONAL:
-            zs = z_com if m in ("comment", "buy") else z_soc
-            v = math.sqrt(rho) * zs + math.sqrt(1 - rho) * rng.normal(0, 1, u.size)
+        for m in conditional:
+            zs = z_com if m in _COMMERCE else z_soc
+            own = (extra_rng if m in EXTRA_OBJECTIVES else rng).normal(0, 1, u.size)
+            v = np.sqrt(rho) * zs + np.sqrt(1 - rho) * own
             labels[m] = clicked & (_ndtr(v) < cond[m])
-        preds = _upstream(w, u, true, cfg, rng)
+        preds = _upstream(w, u, true, cfg, rng, extra_rng)
         cols: dict[str, Any] = {
             "request_id": pa.array(req_ids.astype(np.int64)),
             "user_id": pa.array(u.astype(np.int64)),
@@ -403,11 +446,11 @@ def _chunks(cfg: SimulatorConfig) -> Iterator[pa.Table]:
             "s_popularity": pa.array(np.round(w.popularity[s], 4)),
             "s_style": pa.array(np.round(w.style[s], 4)),
         }
-        for m in OBJECTIVES:
+        for m in cfg.objectives:
             cols[f"p_{m}"] = pa.array(preds[m].astype(np.float32))
-        for m in OBJECTIVES:
+        for m in cfg.objectives:
             cols[f"y_{m}"] = pa.array(labels[m].astype(np.int8))
-        for m in OBJECTIVES:
+        for m in cfg.objectives:
             cols[f"true_{m}"] = pa.array(true[m].astype(np.float32))
         yield pa.table(cols)
         first = last
