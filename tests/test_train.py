@@ -114,11 +114,33 @@ def _fit_compiled(splits, compile_: bool) -> NeuralRanker:  # type: ignore[no-un
 
 
 def test_compiled_training_matches_eager(splits) -> None:  # type: ignore[no-untyped-def]
-    """torch.compile (inductor) trains the same model as eager, up to float rounding; the saved config says so."""
+    """torch.compile (inductor) computes the same step as eager up to float rounding; a compiled run trains.
+
+    Whole runs are compared by their validation metric only: AdamW's normalised updates turn rounding-level
+    gradient differences on near-zero gradients into lr-sized parameter differences within a few steps.
+    """
+    from harmonrank.features import EncodedBatch
+    from harmonrank.models import make_loss
+    from harmonrank.models.harmonrank import EnsembleConfig, HarmonRankNet
+    from harmonrank.train import CompiledOrEager
+
+    torch.manual_seed(0)
+    net = HarmonRankNet(EnsembleConfig(objectives=("a", "b", "c"), vocab_sizes=(4,), numeric_dim=2))
+    g = torch.Generator().manual_seed(1)
+    batch = EncodedBatch(torch.rand(300, 3, generator=g, dtype=torch.float64),
+                         torch.randint(0, 4, (300, 1), generator=g), torch.randn(300, 2, generator=g))
+    labels, group = (torch.rand(300, 3, generator=g) < 0.2).float(), torch.arange(300) // 10
+    loss = make_loss("rank", (1.0, 1.0, 1.0))
+    grads = []
+    for model in (net, CompiledOrEager(net)):
+        out = model(batch)
+        grads.append((out.detach(), torch.autograd.grad(loss(out, labels, group), list(net.parameters()))))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads[1][1], grads[0][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     eager, compiled = _fit_compiled(splits, False), _fit_compiled(splits, True)
-    for (k, va), (_, vb) in zip(eager.net_.state_dict().items(), compiled.net_.state_dict().items(), strict=True):
-        torch.testing.assert_close(vb, va, rtol=1e-3, atol=1e-4, msg=k)
-    assert compiled.history_[0]["valid_auc_sum"] == pytest.approx(eager.history_[0]["valid_auc_sum"], abs=1e-3)
+    assert compiled.train.compile and compiled.history_[0]["valid_auc_sum"] == pytest.approx(
+        eager.history_[0]["valid_auc_sum"], abs=0.02)
 
 
 def test_compile_failure_falls_back_to_eager(splits, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
