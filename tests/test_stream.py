@@ -119,3 +119,20 @@ def test_streamed_training_validates_exactly_and_resumes_exactly(parts: dict[str
 def test_streaming_needs_a_validation_source(parts: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert run(["train", "-d", str(parts["train"]), "-o", str(tmp_path / "x")]) == 2
     assert "--valid is needed" in capsys.readouterr().err
+
+
+def test_vocabulary_limits_of_a_streamed_fit(parts: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--max-vocab/--min-count bound the vocabularies against a brute-force count; in memory they are refused."""
+    table = read_table(parts["whole"], sim_cfg())
+    args = ["train", "-d", str(parts["train"]), "--valid", str(parts["valid"]), "--ranker", "one_step_bce",
+            "--epochs", "1", "--max-vocab", "3", "--min-count", "500", "-o", str(tmp_path / "m")]
+    assert run(args) == 0
+    vocab = load_ranker(tmp_path / "m").encoder_.vocab
+    for col in sim_cfg().categorical:
+        values, counts = np.unique(table.features[col], return_counts=True)
+        order = np.lexsort((values, -counts))  # most frequent first, ties by value
+        want = sorted(v for v, n in zip(values[order][:3].tolist(), counts[order][:3].tolist(), strict=True)
+                      if n >= 500)
+        assert sorted(vocab[col]) == want, col
+    assert run(["train", "-d", str(parts["whole"]), "--max-vocab", "3", "-o", str(tmp_path / "x")]) == 2
+    assert "--max-vocab and --min-count apply to streamed training" in capsys.readouterr().err

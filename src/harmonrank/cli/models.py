@@ -104,6 +104,11 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
               help="Stream --data from disk even when it is one file (automatic for a directory or glob).")
 @click.option("--buffer-rows", type=click.IntRange(min=1), default=262_144,
               help="Streaming: rows held in the shuffle buffer.")
+@click.option("--max-vocab", type=click.IntRange(min=1), default=None,
+              help="Streaming: keep at most this many most frequent values per categorical feature [10,000]; the "
+                   "rest share the unseen id.")
+@click.option("--min-count", type=click.IntRange(min=1), default=None,
+              help="Streaming: keep a categorical value only if seen at least this often [1].")
 @config_option
 @click.option("--ranker", "-r", cls=_RankerOption, default="harmonrank", show_default=True, help="Ranker name.")
 @click.option("--out", "-o", type=DIR, required=True,
@@ -128,7 +133,8 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
               help="torch.compile the training step (inductor): faster per step after a 10-60 s first step; "
                    "eager if compilation fails (docs/performance.md).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from the last checkpoint in --out.")
-def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, config: Path | None, ranker: str,
+def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, max_vocab: int | None,
+              min_count: int | None, config: Path | None, ranker: str,
               out: Path, epochs: int,
               batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
               weights: str | None, loss_method: Any,
@@ -140,7 +146,8 @@ def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, co
     info = init_from_env(resolve_device(device))
     ok = False
     try:
-        _train(info, data, valid, stream, buffer_rows, config, ranker, out, epochs, batch_size, lr, patience,
+        _train(info, data, valid, stream, (buffer_rows, max_vocab, min_count), config, ranker, out, epochs,
+               batch_size, lr, patience,
                smoothing, min_delta, seed, weights, loss_method, temperature, device, compile_, resume)
         ok = True
     finally:
@@ -152,7 +159,8 @@ def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, co
             dist.destroy_process_group()
 
 
-def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, buffer_rows: int, config: Path | None,
+def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, streaming: tuple[int, int | None, int | None],
+           config: Path | None,
            ranker: str, out: Path, epochs: int,
            batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
            weights: str | None, loss_method: Any, temperature: float | None, device: Device, compile_: bool,
@@ -165,8 +173,11 @@ def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, buffer_
                        loss_method=loss_method, temperature=temperature, device=device, compile=compile_)
     model = make_ranker(ranker, tcfg)
     if stream or data.is_dir() or any(ch in str(data) for ch in "*?["):
-        _train_streamed(info, model, data, valid, cfg, out, resume, buffer_rows)
+        _train_streamed(info, model, data, valid, cfg, out, resume, *streaming)
         return
+    if streaming[1] is not None or streaming[2] is not None:
+        raise ConfigError("--max-vocab and --min-count apply to streamed training (a directory, a glob or --stream); "
+                          "in memory every value seen in training gets an id")
     table = read_table(data, cfg)
     if valid is not None:
         train_t, valid_t = table, read_table(valid, cfg)
@@ -196,7 +207,7 @@ def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, buffer_
 
 
 def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, cfg: Any, out: Path, resume: bool,
-                    buffer_rows: int) -> None:
+                    buffer_rows: int, max_vocab: int | None, min_count: int | None) -> None:
     from ..rankers import NeuralRanker
     from ..stream import ParquetSource
 
@@ -215,12 +226,14 @@ def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, 
                           f"{r.get('valid_auc_sum', float('nan')):.4f}  {r['samples_per_s']:,.0f} samples/s",
                           highlight=False)
 
+    mv, mc = max_vocab or 10_000, min_count or 1
     if not info.main:
-        model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows)
+        model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows,
+                         max_vocab=mv, min_count=mc)
         return
     with Reporter("train", "batches") as rep:
         model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows,
-                         on_epoch=show, on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
+                         max_vocab=mv, min_count=mc, on_epoch=show, on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
     model.save(out)
     best = max((h.get("valid_auc_sum", float("-inf")) for h in model.history_), default=float("nan"))
     console.print(f"{model.name}: valid AUC-sum {best:.4f} (best epoch); saved to {out}")
