@@ -88,17 +88,40 @@ def test_a_request_split_across_files_is_an_error_naming_it(parts: dict[str, Pat
 def test_every_row_is_read_once_per_epoch_across_ranks(parts: dict[str, Path], world: int) -> None:
     source = ParquetSource(parts["train"])
     stats = scan(source, sim_cfg())
-    seen_rows, seen_requests = 0, []
-    for rank in range(world):
-        loader = StreamLoader(source, sim_cfg(), stats.encoder, batch_size=512, seed=4,
-                              info=DistInfo(rank, world, rank), buffer_rows=3000)
-        for batch, labels, group in loader.epoch(2):
-            assert len(batch) == len(labels) == len(group)
-            seen_rows += len(batch)
-            seen_requests.append(np.unique(group.numpy()))
-    ids = np.concatenate(seen_requests)
-    assert seen_rows == source.rows  # none lost, none twice
-    assert len(ids) == len(np.unique(ids)) == stats.requests  # whole requests, each in one batch
+    for workers in (0, 3):  # rank x reader-thread sharding: still every row once
+        seen_rows, seen_requests = 0, []
+        for rank in range(world):
+            loader = StreamLoader(source, sim_cfg(), stats.encoder, batch_size=512, seed=4,
+                                  info=DistInfo(rank, world, rank), buffer_rows=3000, read_workers=workers)
+            for batch, labels, group in loader.epoch(2):
+                assert len(batch) == len(labels) == len(group)
+                seen_rows += len(batch)
+                seen_requests.append(np.unique(group.numpy()))
+        ids = np.concatenate(seen_requests)
+        assert seen_rows == source.rows  # none lost, none twice
+        assert len(ids) == len(np.unique(ids)) == stats.requests  # whole requests, each in one batch
+
+
+def test_reader_threads_hand_over_the_same_batches(parts: dict[str, Path]) -> None:
+    source = ParquetSource(parts["train"])
+    stats = scan(source, sim_cfg())
+    runs = []
+    for workers in (0, 1, 4):
+        loader = StreamLoader(source, sim_cfg(), stats.encoder, batch_size=700, seed=1, buffer_rows=2500,
+                              read_workers=workers)
+        runs.append([(b.scores.numpy(), y.numpy(), g.numpy()) for b, y, g in loader.epoch(0)])
+    for other in runs[1:]:
+        assert len(other) == len(runs[0])
+        for a, b in zip(runs[0], other, strict=True):
+            assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    # stopping early (a killed epoch) leaves no reader thread behind
+    import threading
+
+    loader = StreamLoader(source, sim_cfg(), stats.encoder, batch_size=700, seed=1, buffer_rows=2500, read_workers=2)
+    tables = loader.tables(0)
+    next(tables)
+    tables.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("harmonrank-read")]
 
 
 def test_streamed_training_validates_exactly_and_resumes_exactly(parts: dict[str, Path], tmp_path: Path) -> None:
@@ -135,4 +158,4 @@ def test_vocabulary_limits_of_a_streamed_fit(parts: dict[str, Path], tmp_path: P
                       if n >= 500)
         assert sorted(vocab[col]) == want, col
     assert run(["train", "-d", str(parts["whole"]), "--max-vocab", "3", "-o", str(tmp_path / "x")]) == 2
-    assert "--max-vocab and --min-count apply to streamed training" in capsys.readouterr().err
+    assert "--max-vocab, --min-count and --read-workers apply to streamed training" in capsys.readouterr().err

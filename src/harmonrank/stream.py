@@ -10,14 +10,17 @@ trained on in pieces. :func:`scan` checks it and names the first split request.
   request and positive counts. Memory: the distinct categories and one entry per request id.
 * :class:`StreamLoader` — an epoch's batches: the row groups in a seeded order, the ``r``-th of every
   ``N`` for rank ``r`` of a torchrun job (disjoint and complete: every row once per epoch), read into a
-  shuffle buffer of about ``buffer_rows`` rows, cut into batches of whole requests. Memory: the buffer plus
-  one row group.
+  shuffle buffer of about ``buffer_rows`` rows, cut into batches of whole requests; optionally
+  ``read_workers`` threads read ahead, each its share of the rank's row groups. Memory: the buffer plus one
+  row group (plus ``read_workers`` read ahead).
 """
 
 from __future__ import annotations
 
 import glob
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +217,7 @@ class StreamLoader:
     seed: int = 0
     info: DistInfo = field(default_factory=DistInfo)
     buffer_rows: int = 262_144
+    read_workers: int = 0  # threads reading this rank's row groups ahead of training (0: read in the loop)
 
     def fragments(self, epoch: int | None) -> list[Fragment]:
         """This rank's row groups for ``epoch`` (None: in file order, e.g. for validation)."""
@@ -223,8 +227,33 @@ class StreamLoader:
         return [frags[i] for i in order[self.info.rank::self.info.size]]
 
     def tables(self, epoch: int | None, *, labels: bool = True) -> Iterator[Table]:
-        for frag in self.fragments(epoch):
-            yield self.source.read(frag, self.config, labels=labels)
+        """This rank's row groups, read and validated, in order.
+
+        With ``read_workers`` = W > 0, W threads read the next row groups while the caller trains (Parquet
+        decoding releases the GIL): worker w takes every W-th of this rank's row groups, at most W + 1 are
+        read ahead (memory: the shuffle buffer plus W + 1 row groups), and they are handed over in the
+        same order as without workers, so batches, and the model, are the same.
+        """
+        frags = self.fragments(epoch)
+        if self.read_workers < 1:
+            for frag in frags:
+                yield self.source.read(frag, self.config, labels=labels)
+            return
+        pools = [ThreadPoolExecutor(1, thread_name_prefix=f"harmonrank-read-{w}") for w in range(self.read_workers)]
+        pending: deque[Future[Table]] = deque()
+        try:
+            for k, frag in enumerate(frags):
+                pending.append(pools[k % self.read_workers].submit(self.source.read, frag, self.config,
+                                                                   labels=labels))
+                if len(pending) > self.read_workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def epoch(self, epoch: int) -> Iterator[tuple[EncodedBatch, torch.Tensor, torch.Tensor]]:
         """(batch, labels (n, M) float32, request ids (n,) int64 unique across ranks) of this rank."""

@@ -109,6 +109,8 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
                    "rest share the unseen id.")
 @click.option("--min-count", type=click.IntRange(min=1), default=None,
               help="Streaming: keep a categorical value only if seen at least this often [1].")
+@click.option("--read-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Streaming: threads reading row groups ahead of training, each its share (same batches as 0).")
 @config_option
 @click.option("--ranker", "-r", cls=_RankerOption, default="harmonrank", show_default=True, help="Ranker name.")
 @click.option("--out", "-o", type=DIR, required=True,
@@ -134,7 +136,7 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
                    "eager if compilation fails (docs/performance.md).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from the last checkpoint in --out.")
 def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, max_vocab: int | None,
-              min_count: int | None, config: Path | None, ranker: str,
+              min_count: int | None, read_workers: int, config: Path | None, ranker: str,
               out: Path, epochs: int,
               batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
               weights: str | None, loss_method: Any,
@@ -146,7 +148,8 @@ def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, ma
     info = init_from_env(resolve_device(device))
     ok = False
     try:
-        _train(info, data, valid, stream, (buffer_rows, max_vocab, min_count), config, ranker, out, epochs,
+        _train(info, data, valid, stream, (buffer_rows, max_vocab, min_count, read_workers), config, ranker, out,
+               epochs,
                batch_size, lr, patience,
                smoothing, min_delta, seed, weights, loss_method, temperature, device, compile_, resume)
         ok = True
@@ -159,7 +162,8 @@ def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, ma
             dist.destroy_process_group()
 
 
-def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, streaming: tuple[int, int | None, int | None],
+def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool,
+           streaming: tuple[int, int | None, int | None, int],
            config: Path | None,
            ranker: str, out: Path, epochs: int,
            batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
@@ -175,9 +179,9 @@ def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, streami
     if stream or data.is_dir() or any(ch in str(data) for ch in "*?["):
         _train_streamed(info, model, data, valid, cfg, out, resume, *streaming)
         return
-    if streaming[1] is not None or streaming[2] is not None:
-        raise ConfigError("--max-vocab and --min-count apply to streamed training (a directory, a glob or --stream); "
-                          "in memory every value seen in training gets an id")
+    if streaming[1] is not None or streaming[2] is not None or streaming[3]:
+        raise ConfigError("--max-vocab, --min-count and --read-workers apply to streamed training (a directory, a "
+                          "glob or --stream); in memory every value seen in training gets an id")
     table = read_table(data, cfg)
     if valid is not None:
         train_t, valid_t = table, read_table(valid, cfg)
@@ -207,7 +211,7 @@ def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool, streami
 
 
 def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, cfg: Any, out: Path, resume: bool,
-                    buffer_rows: int, max_vocab: int | None, min_count: int | None) -> None:
+                    buffer_rows: int, max_vocab: int | None, min_count: int | None, read_workers: int) -> None:
     from ..rankers import NeuralRanker
     from ..stream import ParquetSource
 
@@ -229,11 +233,12 @@ def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, 
     mv, mc = max_vocab or 10_000, min_count or 1
     if not info.main:
         model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows,
-                         max_vocab=mv, min_count=mc)
+                         max_vocab=mv, min_count=mc, read_workers=read_workers)
         return
     with Reporter("train", "batches") as rep:
         model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows,
-                         max_vocab=mv, min_count=mc, on_epoch=show, on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
+                         max_vocab=mv, min_count=mc, read_workers=read_workers, on_epoch=show,
+                         on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
     model.save(out)
     best = max((h.get("valid_auc_sum", float("-inf")) for h in model.history_), default=float("nan"))
     console.print(f"{model.name}: valid AUC-sum {best:.4f} (best epoch); saved to {out}")

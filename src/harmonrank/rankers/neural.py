@@ -115,12 +115,13 @@ class NeuralRanker(Ranker):
     def fit_stream(self, train: ParquetSource, valid: ParquetSource, config: DatasetConfig, *,
                    run_dir: str | Path | None = None, resume: bool = False, on_epoch: EpochCallback | None = None,
                    on_batch: BatchCallback | None = None, buffer_rows: int = 262_144,
-                   max_vocab: int = 10_000, min_count: int = 1) -> NeuralRanker:
+                   max_vocab: int = 10_000, min_count: int = 1, read_workers: int = 0) -> NeuralRanker:
         """Fit on Parquet data streamed from disk (a file, directory or glob: :mod:`harmonrank.stream`).
 
         One pass over ``train`` fits the encoder and logit statistics (bounded memory: vocabularies, moments,
         request ids); training then reads row groups through a shuffle buffer of ``buffer_rows`` rows.
-        Under torchrun each rank reads its own row groups. ``valid`` is scored in full each epoch.
+        Under torchrun each rank reads its own row groups (with ``read_workers`` threads reading ahead, each
+        its share of them). ``valid`` is scored in full each epoch.
         """
         from ..distributed import world
         from ..stream import StreamLoader, scan
@@ -134,8 +135,10 @@ class NeuralRanker(Ranker):
         net, loss = self._create(config, stats.encoder, stats.logit_mean, stats.logit_std)
         metadata = {**self._metadata(config), "stream": {"rows": stats.rows, "requests": stats.requests}}
         trainer = Trainer(net, loss, self.train, config.objective_weights, run_dir=run_dir, metadata=metadata)
-        loader = StreamLoader(train, config, self.encoder_, self.train.batch_size, self.train.seed, info, buffer_rows)
-        valid_loader = StreamLoader(valid, config, self.encoder_, self.train.batch_size, self.train.seed, info)
+        loader = StreamLoader(train, config, self.encoder_, self.train.batch_size, self.train.seed, info, buffer_rows,
+                              read_workers)
+        valid_loader = StreamLoader(valid, config, self.encoder_, self.train.batch_size, self.train.seed, info,
+                                    read_workers=read_workers)
 
         def valid_batches() -> Iterator[tuple[EncodedBatch, np.ndarray]]:
             for t in valid_loader.tables(None):
