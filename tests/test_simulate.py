@@ -113,6 +113,7 @@ def test_segment_dependence_moves_label_dependence_between_activity_segments() -
     assert SimulatorConfig(segment_dependence=0.0).shared_weight(np.array([0, 1, 2])) == 0.7
     np.testing.assert_allclose(SimulatorConfig(segment_dependence=0.5).shared_weight(np.array([0, 1, 2])),
                                [0.35, 0.7, 0.85])
+    assert set(SimulatorConfig(rates=DEFAULT_RATES).rates) == set(OBJECTIVES)  # default-valued extras: ignored
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,8 @@ def test_segment_dependence_moves_label_dependence_between_activity_segments() -
         ({"correlation": 2.0}, "correlation"),
         ({"segment_dependence": 1.5}, "segment_dependence"),
         ({"extra_objectives": 5}, "extra_objectives"),
-        ({"rates": {"gift": 0.001}}, "rates given for gift, which extra_objectives = 0 does not simulate"),
+        ({"extra_objectives": 2.0}, "extra_objectives must be an integer"),
+        ({"rates": {"gift": 0.002}}, "rates given for gift, which extra_objectives = 0 does not simulate"),
     ],
 )
 def test_bad_knobs(kw: dict, match: str) -> None:  # type: ignore[type-arg]

@@ -157,5 +157,9 @@ def test_vocabulary_limits_of_a_streamed_fit(parts: dict[str, Path], tmp_path: P
         want = sorted(v for v, n in zip(values[order][:3].tolist(), counts[order][:3].tolist(), strict=True)
                       if n >= 500)
         assert sorted(vocab[col]) == want, col
+    capsys.readouterr()
+    # resuming with other limits would put the saved embeddings on other categories: refused
+    assert run([*args[:-2], "--max-vocab", "2", "--epochs", "2", "--resume", "-o", str(tmp_path / "m")]) == 2
+    assert "the categorical vocabularies differ from the checkpoint's" in capsys.readouterr().err
     assert run(["train", "-d", str(parts["whole"]), "--max-vocab", "3", "-o", str(tmp_path / "x")]) == 2
     assert "--max-vocab, --min-count and --read-workers apply to streamed training" in capsys.readouterr().err

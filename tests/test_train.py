@@ -132,9 +132,11 @@ def test_compiled_training_matches_eager(splits) -> None:  # type: ignore[no-unt
     labels, group = (torch.rand(300, 3, generator=g) < 0.2).float(), torch.arange(300) // 10
     loss = make_loss("rank", (1.0, 1.0, 1.0))
     grads = []
-    for model in (net, CompiledOrEager(net)):
+    wrapper = CompiledOrEager(net)
+    for model in (net, wrapper):
         out = model(batch)
         grads.append((out.detach(), torch.autograd.grad(loss(out, labels, group), list(net.parameters()))))
+    assert wrapper.compiled  # it compiled (a swallowed failure would compare eager with eager)
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-5)
     for a, b in zip(grads[1][1], grads[0][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

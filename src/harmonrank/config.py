@@ -222,19 +222,24 @@ def simulator_config(objectives: Sequence[str] | None = None) -> DatasetConfig:
 
 def write_config(cfg: DatasetConfig, path: str | Path) -> None:
     """Write ``cfg`` as a dataset-config TOML (atomically) that :func:`load_config` reads back."""
+    import json
+
     from .io import write_text
 
-    lines = [f'request_column = "{cfg.request_column}"', f'user_column = "{cfg.user_column}"']
-    lines += [f'{key} = "{getattr(cfg, key)}"' for key in ("time_column", "item_column") if getattr(cfg, key)]
+    def q(v: str) -> str:  # a TOML basic string (JSON's escaping is valid TOML)
+        return json.dumps(v, ensure_ascii=False)
+
+    lines = [f"request_column = {q(cfg.request_column)}", f"user_column = {q(cfg.user_column)}"]
+    lines += [f"{key} = {q(getattr(cfg, key))}" for key in ("time_column", "item_column") if getattr(cfg, key)]
     lines.append("")
     for o in cfg.objectives:
-        lines += ["[[objectives]]", f'name = "{o.name}"']
-        lines += [f'{key} = "{getattr(o, key)}"' for key, default in (("score", f"p_{o.name}"),
-                                                                       ("label", f"y_{o.name}"))
+        lines += ["[[objectives]]", f"name = {q(o.name)}"]
+        lines += [f"{key} = {q(getattr(o, key))}" for key, default in (("score", f"p_{o.name}"),
+                                                                        ("label", f"y_{o.name}"))
                   if getattr(o, key) != default]
         if o.weight != 1.0:
             lines.append(f"weight = {o.weight!r}")
         lines.append("")
-    lines += ["[features]", "categorical = [" + ", ".join(f'"{c}"' for c in cfg.categorical) + "]",
-              "numeric = [" + ", ".join(f'"{c}"' for c in cfg.numeric) + "]", ""]
+    lines += ["[features]", "categorical = [" + ", ".join(q(c) for c in cfg.categorical) + "]",
+              "numeric = [" + ", ".join(q(c) for c in cfg.numeric) + "]", ""]
     write_text(path, "\n".join(lines))

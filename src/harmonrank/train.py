@@ -164,20 +164,42 @@ class CompiledOrEager(nn.Module):
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
-        with warnings.catch_warnings():  # importing inductor trips torch's own torch.jit deprecation warning
-            warnings.filterwarnings("ignore", message=".*torch.jit.script_method. is deprecated",
-                                    category=DeprecationWarning)
-            self._compiled: Callable[..., Any] | None = torch.compile(module, dynamic=True)
+        self._compiled: Callable[..., Any] | None = None
+        self._probed = False  # the first training call also compiles the backward, inside the fallback
+        try:
+            with warnings.catch_warnings():  # importing inductor trips torch's own torch.jit deprecation warning
+                warnings.filterwarnings("ignore", message=".*torch.jit.script_method. is deprecated",
+                                        category=DeprecationWarning)
+                self._compiled = torch.compile(module, dynamic=True)
+        except Exception as err:  # any failure to set up compilation: train eagerly
+            self._give_up(err)
+
+    def _give_up(self, err: BaseException) -> None:
+        log.warning("torch.compile failed (%s: %s); training eagerly", type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "")
+        self._compiled = None
 
     def forward(self, *args: Any) -> Any:
         if self._compiled is not None:
             try:
-                return self._compiled(*args)
+                out = self._compiled(*args)
+                if (not self._probed and isinstance(out, torch.Tensor) and out.requires_grad
+                        and not isinstance(self.module, DistributedDataParallel)):  # DDP: its reducer owns backward
+                    # the backward graph compiles lazily, at the caller's backward(), outside this fallback:
+                    # compile it here on a throw-away forward and gradient (parameters' .grad untouched)
+                    params = [p for p in self.module.parameters() if p.requires_grad]
+                    torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+                    out = self._compiled(*args)
+                self._probed = True
+                return out
             except Exception as err:  # any compiler failure: train on, eagerly
-                log.warning("torch.compile failed (%s: %s); training eagerly", type(err).__name__,
-                            str(err).splitlines()[0] if str(err) else "")
-                self._compiled = None
+                self._give_up(err)
         return self.module(*args)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls go through the compiled module (False after a fallback)."""
+        return self._compiled is not None
 
 
 class Trainer:
@@ -271,6 +293,13 @@ class Trainer:
             raise HarmonRankError(
                 f"cannot resume from {self.run_dir}: its checkpoint holds ranker {saved_ranker!r}, this run trains "
                 f"{self.metadata['ranker']!r}; resume with --ranker {saved_ranker} or use another --out")
+        saved_enc, enc = (meta.get("model") or {}).get("encoder"), self.metadata.get("encoder")
+        if saved_enc and enc and saved_enc.get("vocab") != enc.get("vocab"):
+            col = next((c for c in enc.get("vocab", {}) if saved_enc.get("vocab", {}).get(c) != enc["vocab"][c]), "?")
+            raise HarmonRankError(
+                f"cannot resume from {self.run_dir}: the categorical vocabularies differ from the checkpoint's "
+                f"(first: {col!r}); the data, --max-vocab or --min-count changed, and the saved embeddings would "
+                "sit on other categories")
         saved_cfg = meta.get("train_config", {})
         for key in ("seed", "batch_size", "batch_by", "loss_method", "temperature", "lr", "weight_decay",
                     "grad_clip", "smoothing", "min_delta", "preference_alpha", "preference_vertex_prob", "compile"):

@@ -284,12 +284,11 @@ def run_benchmark(
         from .replay import replay_gain_bootstrap
 
         m = test.objectives.index(cfg.sweep_objective)
-        onehot = [float(j == m) for j in range(len(test.objectives))]
         for name in cfg.rankers:
             if name == cfg.baseline:
                 continue
             a_s, b_s = [scores[name][s] for s in cfg.seeds], [scores[cfg.baseline][s] for s in cfg.seeds]
-            res = paired_bootstrap_seeds(a_s, b_s, test_labels, test.request, weights=onehot, n_boot=cfg.n_boot,
+            res = paired_bootstrap_seeds(a_s, b_s, test_labels[:, [m]], test.request, n_boot=cfg.n_boot,
                                          random_state=seed0)
             focus[name] = {"auc": asdict(res) | {"excludes_zero": res.excludes_zero}}
             if test.truth is not None:

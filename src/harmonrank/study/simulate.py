@@ -137,9 +137,10 @@ class SimulatorConfig:
         if self.days < 1:
             raise bad("days", "at least 1")
         check_keys(self.rates, OBJECTIVES + EXTRA_OBJECTIVES, "simulator: rates", what="objective")
-        if not 0 <= self.extra_objectives <= len(EXTRA_OBJECTIVES):
-            raise bad("extra_objectives", f"in 0..{len(EXTRA_OBJECTIVES)}")
-        unused = sorted(set(self.rates) - set(self.objectives))
+        if not isinstance(self.extra_objectives, int) or not 0 <= self.extra_objectives <= len(EXTRA_OBJECTIVES):
+            raise bad("extra_objectives", f"an integer in 0..{len(EXTRA_OBJECTIVES)}")
+        # a rate for an objective that is not simulated is a mistake unless it is just the default
+        unused = sorted(m for m in set(self.rates) - set(self.objectives) if self.rates[m] != DEFAULT_RATES[m])
         if unused:
             raise ConfigError(f"simulator: rates given for {', '.join(unused)}, which extra_objectives = "
                               f"{self.extra_objectives} does not simulate")
