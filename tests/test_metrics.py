@@ -170,3 +170,29 @@ def test_bootstrap_over_seeds_pools_resamples_and_averages_the_differences() -> 
         assert res.p_text == "< 1/180"
     with pytest.raises(DataError, match="same number"):
         paired_bootstrap_seeds(a, b[:2], y, group)
+
+
+def test_bootstrap_resamples_equal_weighted_auc_references() -> None:
+    """Each resample's difference equals the AUC-sums recomputed from scratch with the resample's row weights
+    (ties, rare and absent positives included)."""
+    from harmonrank.metrics import _bootstrap_differences
+
+    rng = np.random.default_rng(3)
+    n = 1500
+    group = np.repeat(np.arange(75), 20)
+    a, _ = _tied(rng, n)
+    b, _ = _tied(rng, n)
+    y = np.stack([rng.random(n) < 0.3, rng.random(n) < 0.01, np.zeros(n, bool)], 1).astype(int)
+    w = [1.0, 2.0, 1.0]
+    point, diffs = _bootstrap_differences(a, b, y, group, weights=w, n_boot=12, level=0.95, random_state=9,
+                                          chunk=5)
+    assert point == pytest.approx(auc_sum(a, y, w) - auc_sum(b, y, w), abs=1e-12)
+    again = np.random.default_rng(9)  # the same draws, recomputed with auc(sample_weight=...)
+    _, gid = np.unique(group, return_inverse=True)
+    ref = []
+    for k in (5, 5, 2):
+        for counts in again.multinomial(75, np.full(75, 1 / 75), size=k):
+            rw = counts[gid].astype(float)
+            ref.append(sum(wm * (np.nan_to_num(auc(a, y[:, m], sample_weight=rw))
+                                 - np.nan_to_num(auc(b, y[:, m], sample_weight=rw))) for m, wm in enumerate(w)))
+    np.testing.assert_allclose(diffs, ref, rtol=0, atol=1e-12)

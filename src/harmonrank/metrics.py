@@ -273,18 +273,45 @@ def _bootstrap_differences(
     n_groups = int(gid.max()) + 1
     rng = np.random.default_rng(random_state)
 
+    # Per ranker: rows sorted by score, tie runs, and per objective its positives' sorted positions. A weighted
+    # AUC needs, for each run holding positives, the weight below it and in it: one cumulative sum of all the
+    # weights per resample (shared by every objective), the rest over the positives only. Per resample this
+    # costs O(n + sum of positives) instead of O(n M) full-length passes.
     prepared = []
     for s in (a, b):
         order = np.argsort(s, kind="stable")
-        prepared.append((order, _tie_starts([s[order]])))
+        starts = _tie_starts([s[order]])
+        run = np.zeros(len(order), dtype=np.int64)
+        run[starts[1:]] = 1
+        run = np.cumsum(run)  # tie run of each sorted row
+        per_obj = []
+        for m in range(y.shape[1]):
+            pos_idx = np.flatnonzero(y[order, m] > 0)
+            r = run[pos_idx]
+            pstarts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]]) if len(r) else np.zeros(0, dtype=np.int64)
+            per_obj.append((pos_idx, r[pstarts], pstarts))
+        prepared.append((order, starts, per_obj))
 
     def metric(wrow: np.ndarray) -> np.ndarray:  # wrow (B, n) -> (B,) AUC-sum(a) - AUC-sum(b)
         out = np.zeros(wrow.shape[0])
-        for sign, (order, starts) in zip((1.0, -1.0), prepared, strict=True):
+        for sign, (order, starts, per_obj) in zip((1.0, -1.0), prepared, strict=True):
             ws = wrow[:, order]
-            for m in range(y.shape[1]):
-                v = _auc_from_sorted(y[order, m], ws, starts)
-                out += sign * w_obj[m] * np.nan_to_num(v, nan=0.0)
+            w_run = np.add.reduceat(ws, starts, axis=1)  # (B, runs)
+            w_below = np.cumsum(w_run, axis=1) - w_run
+            w_total = w_run.sum(axis=1)
+            for m, (pos_idx, runs, pstarts) in enumerate(per_obj):
+                if not len(pos_idx):
+                    continue  # no positive: AUC undefined, counts 0 as in auc_sum
+                p_run = np.add.reduceat(ws[:, pos_idx], pstarts, axis=1)  # (B, runs with positives)
+                p_below = np.cumsum(p_run, axis=1) - p_run
+                neg_below = w_below[:, runs] - p_below
+                neg_in = w_run[:, runs] - p_run
+                numer = np.sum(p_run * (neg_below + 0.5 * neg_in), axis=1)
+                p_total = p_run.sum(axis=1)
+                denom = p_total * (w_total - p_total)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    v = np.where(denom > 0, numer / np.where(denom > 0, denom, 1.0), 0.0)
+                out += sign * w_obj[m] * v
         return out
 
     point = float(metric(np.ones((1, y.shape[0])))[0])
