@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from harmonrank import DataError, FeatureEncoder, load_ranker, read_table
 from harmonrank import simulator_config as sim_cfg
 from harmonrank.distributed import DistInfo
 from harmonrank.features import logit_moments
+from harmonrank.rankers import choose_two_step
 from harmonrank.stream import ParquetSource, StreamLoader, scan
 
 
@@ -163,3 +165,21 @@ def test_vocabulary_limits_of_a_streamed_fit(parts: dict[str, Path], tmp_path: P
     assert "the categorical vocabularies differ from the checkpoint's" in capsys.readouterr().err
     assert run(["train", "-d", str(parts["whole"]), "--max-vocab", "3", "-o", str(tmp_path / "x")]) == 2
     assert "--max-vocab, --min-count and --read-workers apply to streamed training" in capsys.readouterr().err
+
+
+def test_streamed_auto_decides_on_the_whole_validation_data(parts: dict[str, Path], tmp_path: Path,
+                                                            capsys) -> None:  # type: ignore[no-untyped-def]
+    # validation spread over several files and row groups: auto streams it through both candidates
+    valid_t = pq.read_table(parts["valid"])
+    _write_parts(valid_t, tmp_path / "valid", files=2, group_rows=700)
+    assert run(["train", "-d", str(parts["train"]), "--valid", str(tmp_path / "valid"), "--batch-size", "1024",
+                "--buffer-rows", "4000", "--threads", "1", "--epochs", "1", "-o", str(tmp_path / "m")]) == 0
+    assert "auto: kept" in capsys.readouterr().out
+    sel = json.loads((tmp_path / "m" / "model.json").read_text())["selection"]
+    valid = read_table(parts["valid"], sim_cfg())
+    hr, os_ = (load_ranker(tmp_path / "m" / "candidates" / c).predict(valid) for c in ("harmonrank", "one_step_rank"))
+    ref = choose_two_step(hr, os_, valid.labels, valid.request, weights=valid.config.objective_weights)
+    # the same rows and requests, so the same point estimate (the resamples differ: requests come in file order)
+    assert sel["valid_rows"] == ref.valid_rows and sel["valid_requests"] == ref.valid_requests
+    assert sel["gain"] == pytest.approx(ref.gain, abs=1e-6)
+    assert sel["chosen"] == ("harmonrank" if sel["low"] > 0 else "one_step_rank") == load_ranker(tmp_path / "m").name

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..io import write_json
 from ..models import LOSSES
 from ..models.formula import parse_objective_values
-from ..rankers import RANKERS, load_ranker, make_ranker, ranker_names, ranker_table
+from ..rankers import RANKERS, AutoRanker, load_ranker, make_ranker, ranker_names, ranker_table
 from ..ranking import METHODS
 from ..scoring import evaluate_file, score_file
 from ..summary import markdown_table
@@ -112,7 +112,7 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 @click.option("--read-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Streaming: threads reading row groups ahead of training, each its share (same batches as 0).")
 @config_option
-@click.option("--ranker", "-r", cls=_RankerOption, default="harmonrank", show_default=True, help="Ranker name.")
+@click.option("--ranker", "-r", cls=_RankerOption, default="auto", show_default=True, help="Ranker name.")
 @click.option("--out", "-o", type=DIR, required=True,
               help="Run folder: model.safetensors/model.txt + model.json, and per-epoch checkpoints.")
 @click.option("--epochs", type=int, default=10, help="Most epochs (neural rankers).")
@@ -176,6 +176,8 @@ def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool,
                        min_delta=min_delta, seed=seed,
                        loss_method=loss_method, temperature=temperature, device=device, compile=compile_)
     model = make_ranker(ranker, tcfg)
+    if isinstance(model, AutoRanker) and info.main:
+        model.on_candidate = lambda name: err_console.print(f"auto: training candidate {name}")
     if stream or data.is_dir() or any(ch in str(data) for ch in "*?["):
         _train_streamed(info, model, data, valid, cfg, out, resume, *streaming)
         return
@@ -207,7 +209,13 @@ def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool,
         model.fit(train_t, valid=valid_t, run_dir=out, resume=resume, on_epoch=show,
                   on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
     model.save(out)
-    console.print(f"{ranker}: valid AUC-sum {model.score(valid_t):.4f}; saved to {out}")
+    _say_selection(model)
+    console.print(f"{model.name}: valid AUC-sum {model.score(valid_t):.4f}; saved to {out}")
+
+
+def _say_selection(model: Any) -> None:
+    if isinstance(model, AutoRanker):
+        console.print(model.selection_.text(), highlight=False)
 
 
 def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, cfg: Any, out: Path, resume: bool,
@@ -218,7 +226,7 @@ def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, 
     if valid is None:
         raise ConfigError("--valid is needed when --data is streamed (a directory, a glob or --stream): a split by "
                           "time needs the whole table in memory")
-    if not isinstance(model, NeuralRanker):
+    if not isinstance(model, NeuralRanker | AutoRanker):
         raise ConfigError(f"ranker {model.name!r} trains in memory only; streamed data trains neural rankers")
     source, valid_source = ParquetSource(data), ParquetSource(valid)
     if info.main:
@@ -240,6 +248,7 @@ def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, 
                          max_vocab=mv, min_count=mc, read_workers=read_workers, on_epoch=show,
                          on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
     model.save(out)
+    _say_selection(model)
     best = max((h.get("valid_auc_sum", float("-inf")) for h in model.history_), default=float("nan"))
     console.print(f"{model.name}: valid AUC-sum {best:.4f} (best epoch); saved to {out}")
 

@@ -17,14 +17,15 @@ from typing import Any
 from ..config import DatasetConfig
 from ..errors import ConfigError, HarmonRankError
 from ..train import Device, TrainConfig
+from .auto import AutoRanker, Selection, choose_two_step
 from .base import MODEL_FORMAT, Ranker
 from .formula import FormulaRanker
 from .lambdamart import LambdaMARTRanker, tree_matrix, tree_vocab
 from .neural import NeuralRanker
 
-__all__ = ["RANKERS", "FormulaRanker", "LambdaMARTRanker", "NeuralRanker", "Ranker", "RankerSpec",
-           "default_rankers", "load_ranker", "make_ranker", "ranker_names", "ranker_table", "register_ranker",
-           "tree_matrix", "tree_vocab"]
+__all__ = ["RANKERS", "AutoRanker", "FormulaRanker", "LambdaMARTRanker", "NeuralRanker", "Ranker", "RankerSpec",
+           "Selection", "choose_two_step", "default_rankers", "load_ranker", "make_ranker", "ranker_names",
+           "ranker_table", "register_ranker", "tree_matrix", "tree_vocab"]
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,6 @@ register_ranker(RankerSpec("harmonrank_pref", NeuralRanker, "HarmonRank conditio
 register_ranker(RankerSpec("one_step_rank_pref", NeuralRanker, "one-step rank net with the objective weights "
                            "concatenated to its input (the conditioned baseline)", net="one_step", loss="rank",
                            options={"preference_alpha": 1.0}, benchmark=False))
+register_ranker(RankerSpec("auto", AutoRanker, "trains harmonrank and one_step_rank, keeps harmonrank only if its "
+                           "validation gain's 95% bootstrap interval is above zero (the default of train)",
+                           benchmark=False))

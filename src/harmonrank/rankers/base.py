@@ -96,12 +96,13 @@ class Ranker(ABC):
         """AUC-sum of :meth:`predict` on ``table``, with the table's objective weights."""
         return auc_sum(self.predict(table), labels_of(table, "score"), table.config.objective_weights)
 
-    def save(self, run_dir: str | Path) -> Path:
-        """Write the fitted ranker to ``run_dir`` (``model.json`` last, each file atomically)."""
+    def save(self, run_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write the fitted ranker to ``run_dir`` (``model.json`` last, each file atomically); ``extra``: more
+        keys for model.json (e.g. how the model was chosen)."""
         d = Path(run_dir)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"format": MODEL_FORMAT, "ranker": self.name, "kind": self.kind,
-                "dataset_config": self.config_.to_dict(), **self._save(d)}
+                "dataset_config": self.config_.to_dict(), **self._save(d), **(extra or {})}
         write_json(meta, d / "model.json", indent=1)
         return d
 

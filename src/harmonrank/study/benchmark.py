@@ -24,7 +24,9 @@ from ..data import Table, read_table
 from ..errors import ConfigError, DataError, MissingDependencyError
 from ..features import logit
 from ..metrics import auc, gauc, oracle_scores, paired_bootstrap_seeds
-from ..rankers import RANKERS, NeuralRanker, default_rankers, make_ranker, tree_matrix, tree_vocab
+from ..rankers import RANKERS, NeuralRanker, choose_two_step, default_rankers, make_ranker, tree_matrix, tree_vocab
+from ..rankers.auto import CANDIDATES
+from ..rankers.base import labels_of
 from ..ranking import Method
 from ..threads import get_threads
 from ..train import Device, TrainConfig
@@ -208,6 +210,7 @@ def run_benchmark(
     attention: dict[str, Any] = {}
     fitted: dict[str, Any] = {}
     chosen_lr: dict[str, float] = {}
+    valid_scores: dict[str, dict[int, np.ndarray]] = {}
     for seed in cfg.seeds:
         for name in cfg.rankers:
             t0 = time.perf_counter()
@@ -233,6 +236,8 @@ def run_benchmark(
             secs = time.perf_counter() - t0
             s = ranker.predict(test)
             scores.setdefault(name, {})[seed] = s
+            if name in CANDIDATES:  # for the auto rule below
+                valid_scores.setdefault(name, {})[seed] = ranker.predict(valid)
             row = {"ranker": name, "seed": seed, "fit_seconds": secs, **_metrics(test, s),
                    "valid_auc_sum": ranker.score(valid)}
             if isinstance(ranker, NeuralRanker):  # the model kept is the best validation epoch's
@@ -295,6 +300,19 @@ def run_benchmark(
                 rg = replay_gain_bootstrap(a_s, b_s, test.truth[:, m], test.request, k=cfg.replay_k,
                                            n_boot=cfg.n_boot, random_state=seed0)
                 focus[name]["replay_gain"] = asdict(rg) | {"excludes_zero": rg.excludes_zero}
+    # what the `auto` ranker would have kept, per seed: its rule on these very runs (no extra training)
+    selection: list[dict[str, Any]] = []
+    if all(c in valid_scores for c in CANDIDATES):
+        valid_labels = labels_of(valid, "benchmark")
+        for seed in cfg.seeds:
+            sel = choose_two_step(valid_scores["harmonrank"][seed], valid_scores["one_step_rank"][seed], valid_labels,
+                                  valid.request, weights=weights, random_state=seed)
+            test_sum = {c: next(r["auc_sum"] for r in per_seed if r["ranker"] == c and r["seed"] == seed)
+                        for c in CANDIDATES}
+            selection.append({"seed": seed, **asdict(sel), "test_auc_sum": test_sum,
+                              "auto_test_auc_sum": test_sum[sel.chosen]})
+            say(f"seed {seed} auto would keep {sel.chosen} (valid gain {sel.gain:+.4f} [{sel.low:+.4f}, "
+                f"{sel.high:+.4f}])")
     # oracle rows and replay (simulated data only)
     oracle: dict[str, Any] = {}
     replay_rows: list[dict[str, Any]] = []
@@ -364,6 +382,7 @@ def run_benchmark(
         "label_correlation": label_corr,
         "histories": histories,
         "chosen_lr": chosen_lr,
+        "selection": selection,
         "seconds": time.perf_counter() - t_start,
     }
     write_benchmark_report(results, out)

@@ -278,6 +278,15 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
                 row[f"replay {obj} gain"] = f"{rg['difference']:+.2%} [{rg['low']:+.2%}, {rg['high']:+.2%}]"
             frows.append(row)
         lines.append(markdown_table(frows))
+    selection = results.get("selection", [])
+    if selection:
+        lines += ["", "## What `auto` would keep (its rule on these runs: HarmonRank if its valid AUC-sum gain over "
+                  "one_step_rank has a paired request-bootstrap 95% interval above zero)", ""]
+        lines.append(markdown_table([{
+            "seed": r["seed"], "valid gain [95% CI]": f"{r['gain']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]",
+            "kept": r["chosen"], "test AUC-sum harmonrank": r["test_auc_sum"]["harmonrank"],
+            "test AUC-sum one_step_rank": r["test_auc_sum"]["one_step_rank"],
+            "test AUC-sum auto": r["auto_test_auc_sum"]} for r in selection]))
     lines += ["", "## Test GAUC per objective (by user, mean over seeds)", ""]
     lines.append(markdown_table([{"ranker": r["ranker"], **{o: r[f"gauc_{o}"] for o in objs},
                                   "GAUC-sum": r["gauc_sum"]} for r in results["summary"]]))

@@ -1,0 +1,193 @@
+"""``auto``: HarmonRank when the two-step structure pays on this data, its one-step ablation otherwise.
+
+The two-step relation-aware net costs about 4x the one-step net's training time and several times its serving
+cost, and on much data it buys nothing: HarmonRank tied its one-step ablation (``one_step_rank``, the same
+soft AUC-sum loss without tokens, alignment or fusion) on the default simulator and on most cells of the
+two-step study, and beat it by +0.013 AUC-sum on a later week of the KuaiRand-Pure log (docs/benchmark.md,
+"When the two-step alignment pays"). The rule, :func:`choose_two_step`:
+
+    train both on the training data (same training knobs and seed); on the validation data, keep HarmonRank
+    when its AUC-sum gain over the one-step net has a paired request-bootstrap 95% interval above zero;
+    otherwise keep the one-step net.
+
+A tie therefore goes to the cheaper net, and a small validation set (wide interval) needs a larger gain. The
+kept model is saved exactly as if it had been trained alone (``harmonrank predict``, ``export`` and ``serve``
+read it unchanged); ``model.json`` records the decision under ``"selection"``, and both candidates are saved
+under ``candidates/<name>/`` so the other can be deployed without retraining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..config import DatasetConfig
+from ..data import Table
+from ..errors import HarmonRankError
+from ..metrics import paired_bootstrap
+from .base import BatchCallback, EpochCallback, Ranker, labels_of
+from .neural import NeuralRanker
+
+if TYPE_CHECKING:
+    from ..stream import ParquetSource
+    from ..train import TrainConfig
+
+__all__ = ["AutoRanker", "Selection", "choose_two_step"]
+
+#: a lower interval end this close to zero is rounding (float sums in a different order), not a gain
+ROUNDING = 1e-9
+
+#: the candidates, in training order (the cheap one first: its run is the fallback if the other fails)
+CANDIDATES = ("one_step_rank", "harmonrank")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The decision: validation AUC-sums, HarmonRank's gain with its 95% interval, and the model kept."""
+
+    chosen: str
+    valid_auc_sum: dict[str, float]
+    gain: float
+    low: float
+    high: float
+    n_boot: int
+    valid_rows: int
+    valid_requests: int
+
+    def text(self) -> str:
+        why = "its gain's 95% interval is above zero" if self.chosen == "harmonrank" else (
+            "HarmonRank's gain is not above the validation noise; the one-step net is as good and cheaper")
+        return (f"auto: kept {self.chosen} ({why}): HarmonRank - one_step_rank valid AUC-sum {self.gain:+.4f} "
+                f"[{self.low:+.4f}, {self.high:+.4f}] over {self.valid_requests:,} requests")
+
+
+def choose_two_step(harmonrank: np.ndarray, one_step: np.ndarray, labels: np.ndarray, request: np.ndarray, *,
+                    weights: tuple[float, ...] | list[float] | None = None, n_boot: int = 200,
+                    random_state: int = 0) -> Selection:
+    """The ``auto`` rule on validation scores of both nets: HarmonRank if the lower end of the paired
+    request-bootstrap 95% interval of ``AUC-sum(harmonrank) - AUC-sum(one_step)`` is above zero."""
+    res = paired_bootstrap(harmonrank, one_step, labels, request, weights=weights, n_boot=n_boot,
+                           random_state=random_state)
+    from ..metrics import auc_sum
+
+    sums = {"harmonrank": auc_sum(harmonrank, labels, weights), "one_step_rank": auc_sum(one_step, labels, weights)}
+    return Selection("harmonrank" if res.low > ROUNDING else "one_step_rank", sums, res.difference, res.low, res.high,
+                     n_boot, len(labels), len(np.unique(request)))
+
+
+class AutoRanker(Ranker):
+    """Trains ``one_step_rank`` and ``harmonrank`` and keeps one by :func:`choose_two_step` (module docs).
+
+    After ``fit``, ``chosen_`` is the kept :class:`NeuralRanker`, ``candidates_`` both, ``selection_`` the
+    decision. ``predict``/``save`` are the kept model's; a saved ``auto`` model loads as that ranker.
+    """
+
+    kind = "auto"
+
+    def __init__(self, *, train: TrainConfig | None = None, name: str = "auto", n_boot: int = 200,
+                 on_candidate: Callable[[str], None] | None = None) -> None:
+        from ..train import TrainConfig
+
+        self.train = train or TrainConfig()
+        self.name = name
+        self.n_boot = n_boot
+        self.on_candidate = on_candidate  # told each candidate's name before it trains (progress)
+
+    @classmethod
+    def from_spec(cls, name: str, train: TrainConfig, options: Mapping[str, Any]) -> Ranker:
+        return cls(train=train, name=name, **options)
+
+    def _candidates(self) -> dict[str, NeuralRanker]:
+        from . import make_ranker
+
+        out = {}
+        for name in CANDIDATES:
+            r = make_ranker(name, self.train)
+            assert isinstance(r, NeuralRanker)
+            out[name] = r
+        return out
+
+    def _decide(self, valid: Table) -> None:
+        scores = {name: r.predict(valid) for name, r in self.candidates_.items()}
+        self._choose(scores["harmonrank"], scores["one_step_rank"], labels_of(valid, "auto's validation"),
+                     valid.request, valid.config)
+
+    def _choose(self, hr: np.ndarray, os_: np.ndarray, labels: np.ndarray, request: np.ndarray,
+                config: DatasetConfig) -> None:
+        self.selection_ = choose_two_step(hr, os_, labels, request, weights=config.objective_weights,
+                                          n_boot=self.n_boot, random_state=self.train.seed)
+        self.chosen_ = self.candidates_[self.selection_.chosen]
+        self.history_ = self.chosen_.history_
+        self.best_epoch_ = self.chosen_.best_epoch_
+
+    def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None, resume: bool,
+             on_epoch: EpochCallback | None, on_batch: BatchCallback | None) -> None:
+        if valid is None:
+            raise HarmonRankError("auto chooses between its candidates on validation data: pass valid=")
+        self.candidates_ = self._candidates()
+        for name, r in self.candidates_.items():
+            if self.on_candidate is not None:
+                self.on_candidate(name)
+            r.fit(train, valid, run_dir=None if run_dir is None else Path(run_dir) / "candidates" / name,
+                  resume=resume, on_epoch=on_epoch, on_batch=on_batch)
+        self._decide(valid)
+
+    def fit_stream(self, train: ParquetSource, valid: ParquetSource, config: DatasetConfig, *,
+                   run_dir: str | Path | None = None, resume: bool = False, on_epoch: EpochCallback | None = None,
+                   on_batch: BatchCallback | None = None, **streaming: Any) -> AutoRanker:
+        """Both candidates streamed (:meth:`NeuralRanker.fit_stream`), then the validation data streamed once
+        through both; under torchrun every rank scores its share and the scores are gathered."""
+        from ..distributed import all_sizes, gather_rows, world
+        from ..stream import StreamLoader
+
+        self.config_ = config
+        self.candidates_ = self._candidates()
+        for name, r in self.candidates_.items():
+            if self.on_candidate is not None:
+                self.on_candidate(name)
+            r.fit_stream(train, valid, config, run_dir=None if run_dir is None else Path(run_dir) / "candidates" / name,
+                         resume=resume, on_epoch=on_epoch, on_batch=on_batch, **streaming)
+        info = world()
+        first = self.candidates_["harmonrank"]
+        loader = StreamLoader(valid, config, first.encoder_, self.train.batch_size, self.train.seed, info)
+        parts: dict[str, list[np.ndarray]] = {"hr": [], "os": [], "y": [], "req": []}
+        n_req = 0
+        for t in loader.tables(None):
+            parts["hr"].append(self.candidates_["harmonrank"].predict(t))
+            parts["os"].append(self.candidates_["one_step_rank"].predict(t))
+            parts["y"].append(labels_of(t, "auto's validation"))
+            _, codes = np.unique(t.request, return_inverse=True)  # a request lies in one row group (stream docs)
+            parts["req"].append(codes.astype(np.float64) + n_req)
+            n_req += int(codes.max()) + 1 if len(codes) else 0
+        m = len(config.names)
+        local = {k: np.concatenate(v) if v else np.zeros((0, m) if k == "y" else 0) for k, v in parts.items()}
+        sizes = all_sizes(len(local["hr"]))
+        offset = np.cumsum([0, *all_sizes(n_req)])[info.rank]
+        gathered = {k: gather_rows(np.asarray(v, dtype=np.float64) + (offset if k == "req" else 0), sizes)
+                    for k, v in local.items()}
+        self._choose(gathered["hr"], gathered["os"], gathered["y"], gathered["req"].astype(np.int64), config)
+        return self
+
+    def _predict(self, table: Table) -> np.ndarray:
+        return self.chosen_.predict(table)
+
+    def save(self, run_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+        """The kept model in ``run_dir`` (with ``"selection"`` in its model.json); both candidates under
+        ``run_dir/candidates/<name>/``."""
+        d = Path(run_dir)
+        for name, r in self.candidates_.items():
+            r.save(d / "candidates" / name)
+        selection = {"by": self.name, "rule": "harmonrank if the paired request-bootstrap 95% interval of its "
+                     "valid AUC-sum gain over one_step_rank is above zero", **asdict(self.selection_)}
+        return self.chosen_.save(d, extra={"selection": selection, **(extra or {})})
+
+    def _save(self, d: Path) -> dict[str, Any]:  # pragma: no cover - save() is overridden
+        raise NotImplementedError
+
+    @classmethod
+    def _load(cls, d: Path, meta: dict[str, Any]) -> Ranker:  # pragma: no cover - saved as the kept ranker
+        raise HarmonRankError(f"{d}: an auto model is saved as the ranker it kept")

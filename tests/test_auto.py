@@ -1,0 +1,85 @@
+"""The `auto` ranker: HarmonRank only when its validation gain over the one-step net is above the noise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score as sk_auc
+
+from clihelp import run
+from harmonrank import TrainConfig
+from harmonrank.metrics import auc_sum
+from harmonrank.rankers import AutoRanker, NeuralRanker, choose_two_step, load_ranker, make_ranker
+
+
+def _requests(n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.integers(0, n // 8, n))
+
+
+def test_rule_keeps_harmonrank_only_when_its_gain_is_clear() -> None:
+    rng = np.random.default_rng(0)
+    n = 6_000
+    y = (rng.random((n, 3)) < 0.2).astype(float)
+    req = _requests(n, rng)
+    signal = y @ np.array([1.0, 1.0, 1.0])
+    weak, strong = signal + rng.normal(0, 2.0, n), signal + rng.normal(0, 0.5, n)
+    clear = choose_two_step(strong, weak, y, req)
+    assert clear.chosen == "harmonrank" and clear.low > 0
+    # the gain is the AUC-sum difference, checked against scikit-learn's AUC
+    ref = sum(sk_auc(y[:, m], strong) - sk_auc(y[:, m], weak) for m in range(3))
+    assert clear.gain == pytest.approx(ref, abs=1e-12)
+    assert clear.valid_auc_sum["harmonrank"] == pytest.approx(auc_sum(strong, y), abs=1e-12)
+    # the other way round, and a tie (identical scores: interval [0, 0] up to rounding) go to the cheaper net
+    assert choose_two_step(weak, strong, y, req).chosen == "one_step_rank"
+    tie = choose_two_step(weak, weak.copy(), y, req)
+    assert tie.chosen == "one_step_rank" and max(abs(tie.gain), abs(tie.low), abs(tie.high)) < 1e-12
+    # a real but modest gain (independent noise, sd 1.0 vs 1.15): the interval is far wider on a small
+    # validation set (so a gain must be larger to be kept there); on a large one it is kept
+    sels = {}
+    for n_val in (400, 60_000):
+        yv = (rng.random((n_val, 3)) < 0.2).astype(float)
+        sig = yv.sum(1)
+        sels[n_val] = sel = choose_two_step(sig + rng.normal(0, 1.0, n_val), sig + rng.normal(0, 1.15, n_val), yv,
+                                            _requests(n_val, rng))
+        assert sel.chosen == ("harmonrank" if sel.low > 0 else "one_step_rank")
+    assert sels[400].high - sels[400].low > 5 * (sels[60_000].high - sels[60_000].low)
+    assert sels[60_000].chosen == "harmonrank"
+
+
+def test_auto_trains_both_keeps_one_and_saves_it_as_that_ranker(splits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    train, valid, test = splits
+    cfg = TrainConfig(max_epochs=2, batch_size=2048, seed=4)
+    auto = make_ranker("auto", cfg)
+    assert isinstance(auto, AutoRanker)
+    auto.fit(train, valid=valid, run_dir=tmp_path / "run")
+    # a candidate is the ranker trained alone with the same knobs (same seed -> same model)
+    alone = make_ranker("one_step_rank", cfg).fit(train, valid=valid)
+    np.testing.assert_array_equal(alone.predict(test), auto.candidates_["one_step_rank"].predict(test))
+    sel = auto.selection_
+    cands = auto.candidates_
+    ref = choose_two_step(cands["harmonrank"].predict(valid), cands["one_step_rank"].predict(valid), valid.labels,
+                          valid.request, weights=valid.config.objective_weights, random_state=4)
+    assert sel == ref and auto.chosen_ is auto.candidates_[sel.chosen]
+    np.testing.assert_array_equal(auto.predict(test), auto.chosen_.predict(test))
+    # saved as the kept ranker (predict/export/serve read it unchanged), with the decision in model.json
+    auto.save(tmp_path / "run")
+    loaded = load_ranker(tmp_path / "run")
+    assert isinstance(loaded, NeuralRanker) and loaded.name == sel.chosen
+    np.testing.assert_allclose(loaded.predict(test), auto.predict(test), rtol=0, atol=1e-6)
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["selection"]["chosen"] == sel.chosen and meta["selection"]["gain"] == pytest.approx(sel.gain)
+    for name in ("one_step_rank", "harmonrank"):  # both candidates kept, either deployable
+        other = load_ranker(tmp_path / "run" / "candidates" / name)
+        np.testing.assert_allclose(other.predict(test), auto.candidates_[name].predict(test), rtol=0, atol=1e-6)
+
+
+def test_train_defaults_to_auto_and_says_what_it_kept(sim_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["train", "-d", str(sim_path), "-o", str(tmp_path / "m"), "--epochs", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr()
+    assert "auto: training candidate one_step_rank" in out.err and "auto: training candidate harmonrank" in out.err
+    assert "auto: kept " in out.out
+    kept = json.loads((tmp_path / "m" / "model.json").read_text())["selection"]["chosen"]
+    assert load_ranker(tmp_path / "m").name == kept
