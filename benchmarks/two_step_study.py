@@ -158,7 +158,8 @@ def summarise(rows: int) -> None:
     lines += ["", "\\* the CI excludes zero.", "",
               "auto: what `--ranker auto` (train's default) keeps with its rule applied to each seed's runs in the "
               "cell (HarmonRank if its valid AUC-sum gain over one_step_rank has a paired request-bootstrap 95% "
-              "interval above zero); the last two columns are the seed-mean test AUC-sum of the kept models minus "
+              "interval above zero; each net at its own tuned lr, where `--ranker auto` trains both at one lr); the "
+              "last two columns are the seed-mean test AUC-sum of the kept models minus "
               "always keeping HarmonRank / always one_step_rank (— : the cell ran before the benchmark recorded the "
               "rule).", ""]
     if with_auto:

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score as sk_auc
 from clihelp import run
 from harmonrank import TrainConfig
 from harmonrank.metrics import auc_sum
-from harmonrank.rankers import AutoRanker, NeuralRanker, choose_two_step, load_ranker, make_ranker
+from harmonrank.rankers import AutoRanker, NeuralRanker, choose_two_step, load_ranker, make_ranker, request_keys
 
 
 def _requests(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,7 +61,7 @@ def test_auto_trains_both_keeps_one_and_saves_it_as_that_ranker(splits, tmp_path
     sel = auto.selection_
     cands = auto.candidates_
     ref = choose_two_step(cands["harmonrank"].predict(valid), cands["one_step_rank"].predict(valid), valid.labels,
-                          valid.request, weights=valid.config.objective_weights, random_state=4)
+                          request_keys(valid.request), weights=valid.config.objective_weights, random_state=4)
     assert sel == ref and auto.chosen_ is auto.candidates_[sel.chosen]
     np.testing.assert_array_equal(auto.predict(test), auto.chosen_.predict(test))
     # saved as the kept ranker (predict/export/serve read it unchanged), with the decision in model.json
@@ -83,3 +83,31 @@ def test_train_defaults_to_auto_and_says_what_it_kept(sim_path: Path, tmp_path: 
     assert "auto: kept " in out.out
     kept = json.loads((tmp_path / "m" / "model.json").read_text())["selection"]["chosen"]
     assert load_ranker(tmp_path / "m").name == kept
+
+
+def test_request_keys_name_a_request_the_same_wherever_its_rows_are() -> None:
+    ids = np.array([7, 3, 7, 12, 3, 3])
+    keys = request_keys(ids)
+    assert keys.dtype == np.int64 and len(np.unique(keys)) == 3
+    assert (keys[ids == 7] == keys[0]).all() and keys[0] != keys[1]
+    # the same ids in another array, split or as text, get the same keys (so ranks and row groups agree)
+    np.testing.assert_array_equal(np.concatenate([request_keys(ids[:3]), request_keys(ids[3:])]), keys)
+    np.testing.assert_array_equal(request_keys(ids.astype(str)), keys)
+
+
+def test_auto_refuses_to_resume_a_single_rankers_run(sim_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ["train", "-d", str(sim_path), "-o", str(tmp_path / "m"), "--epochs", "1", "--threads", "1"]
+    assert run([*args, "--ranker", "one_step_bce"]) == 0
+    capsys.readouterr()
+    assert run([*args, "--resume"]) == 2
+    assert "holds a checkpoint of 'one_step_bce', not of auto" in capsys.readouterr().err
+    assert run([*args, "--resume", "--ranker", "one_step_bce"]) == 0
+
+
+def test_save_extra_may_not_replace_model_keys(splits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from harmonrank import ConfigError
+
+    r = make_ranker("formula", n_trials=2).fit(splits[0], valid=splits[1])
+    with pytest.raises(ConfigError, match=r"may not replace model\.json's own key"):
+        r.save(tmp_path, extra={"kind": "neural"})
+    assert json.loads(r.save(tmp_path, extra={"note": 1}).joinpath("model.json").read_text())["note"] == 1

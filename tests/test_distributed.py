@@ -132,7 +132,7 @@ def test_torchrun_trains_on_streamed_files(tmp_path: Path) -> None:
             t = source.read_row_group(g)
             col = t.schema.get_field_index("request_id")
             w.write_table(t.set_column(col, "request_id", pc.add(t.column(col), 10**9)))
-    simulate(tmp_path / "valid.parquet", SimulatorConfig(rows=4_000, seed=7))
+    simulate(tmp_path / "valid.parquet", SimulatorConfig(rows=4_000, seed=7, chunk_rows=1_000))  # 4 row groups
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HARMONRANK_THREADS": "1"}
     proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
@@ -143,3 +143,17 @@ def test_torchrun_trains_on_streamed_files(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes" in " ".join(proc.stderr.split()) and (tmp_path / "run" / "model.json").exists()
     assert "terminate" not in proc.stderr
+    # the default ranker, auto, decided on the whole validation data gathered from both ranks: the same
+    # decision as one process computing it from the saved candidates on the file read in memory
+    import json
+
+    from harmonrank import load_ranker, read_table, simulator_config
+    from harmonrank.rankers import choose_two_step, request_keys
+
+    sel = json.loads((tmp_path / "run" / "model.json").read_text())["selection"]
+    valid = read_table(tmp_path / "valid.parquet", simulator_config())
+    hr, os_ = (load_ranker(tmp_path / "run" / "candidates" / c).predict(valid) for c in ("harmonrank", "one_step_rank"))
+    ref = choose_two_step(hr, os_, valid.labels, request_keys(valid.request), weights=valid.config.objective_weights)
+    assert (sel["chosen"], sel["valid_rows"], sel["valid_requests"]) == (ref.chosen, ref.valid_rows, ref.valid_requests)
+    for k in ("gain", "low", "high"):
+        assert sel[k] == pytest.approx(getattr(ref, k), abs=1e-9), k

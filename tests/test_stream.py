@@ -16,7 +16,7 @@ from harmonrank import DataError, FeatureEncoder, load_ranker, read_table
 from harmonrank import simulator_config as sim_cfg
 from harmonrank.distributed import DistInfo
 from harmonrank.features import logit_moments
-from harmonrank.rankers import choose_two_step
+from harmonrank.rankers import choose_two_step, request_keys
 from harmonrank.stream import ParquetSource, StreamLoader, scan
 
 
@@ -72,6 +72,14 @@ def test_one_streaming_pass_fits_what_the_in_memory_fit_does(parts: dict[str, Pa
     np.testing.assert_allclose(stats.logit_std, std, rtol=1e-9)
     assert stats.rows == len(table) and stats.requests == len(np.unique(table.request))
     assert stats.positives == table.labels.sum(0).tolist()
+    # the vocabulary limits follow one rule in memory and streamed
+    for max_vocab, min_count in ((3, 1), (10_000, 3_000), (2, 5_000)):  # values are seen ~2,000-10,000 times
+        limited = scan(source, sim_cfg(), max_vocab=max_vocab, min_count=min_count).encoder.vocab
+        assert limited == FeatureEncoder.fit(table, max_vocab=max_vocab, min_count=min_count).vocab
+        counts = {c: dict(zip(*np.unique(table.features[c].astype(str), return_counts=True), strict=True))
+                  for c in limited}
+        assert all(len(v) <= max_vocab and all(counts[c][x] >= min_count for x in v) for c, v in limited.items())
+        assert any(len(v) < len(ref.vocab[c]) for c, v in limited.items())
 
 
 def test_a_request_split_across_files_is_an_error_naming_it(parts: dict[str, Path], tmp_path: Path) -> None:
@@ -147,7 +155,7 @@ def test_streaming_needs_a_validation_source(parts: dict[str, Path], tmp_path: P
 
 
 def test_vocabulary_limits_of_a_streamed_fit(parts: dict[str, Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    """--max-vocab/--min-count bound the vocabularies against a brute-force count; in memory they are refused."""
+    """--max-vocab/--min-count bound the vocabularies against a brute-force count, streamed and in memory."""
     table = read_table(parts["whole"], sim_cfg())
     args = ["train", "-d", str(parts["train"]), "--valid", str(parts["valid"]), "--ranker", "one_step_bce",
             "--epochs", "1", "--max-vocab", "3", "--min-count", "500", "-o", str(tmp_path / "m")]
@@ -163,8 +171,16 @@ def test_vocabulary_limits_of_a_streamed_fit(parts: dict[str, Path], tmp_path: P
     # resuming with other limits would put the saved embeddings on other categories: refused
     assert run([*args[:-2], "--max-vocab", "2", "--epochs", "2", "--resume", "-o", str(tmp_path / "m")]) == 2
     assert "the categorical vocabularies differ from the checkpoint's" in capsys.readouterr().err
-    assert run(["train", "-d", str(parts["whole"]), "--max-vocab", "3", "-o", str(tmp_path / "x")]) == 2
-    assert "--max-vocab, --min-count and --read-workers apply to streamed training" in capsys.readouterr().err
+    # in memory: the same rule on the same training rows
+    assert run(["train", "-d", str(parts["whole"]), "--valid", str(parts["valid"]), "--ranker", "one_step_bce",
+                "--epochs", "1", "--max-vocab", "3", "--min-count", "500", "-o", str(tmp_path / "mem")]) == 0
+    assert load_ranker(tmp_path / "mem").encoder_.vocab == vocab
+    capsys.readouterr()
+    assert run(["train", "-d", str(parts["whole"]), "-r", "formula", "--max-vocab", "3", "-o", str(tmp_path / "x")]) \
+        == 2
+    assert "--max-vocab and --min-count apply to neural rankers" in capsys.readouterr().err
+    assert run(["train", "-d", str(parts["whole"]), "--read-workers", "2", "-o", str(tmp_path / "x")]) == 2
+    assert "--read-workers applies to streamed training" in capsys.readouterr().err
 
 
 def test_streamed_auto_decides_on_the_whole_validation_data(parts: dict[str, Path], tmp_path: Path,
@@ -178,8 +194,9 @@ def test_streamed_auto_decides_on_the_whole_validation_data(parts: dict[str, Pat
     sel = json.loads((tmp_path / "m" / "model.json").read_text())["selection"]
     valid = read_table(parts["valid"], sim_cfg())
     hr, os_ = (load_ranker(tmp_path / "m" / "candidates" / c).predict(valid) for c in ("harmonrank", "one_step_rank"))
-    ref = choose_two_step(hr, os_, valid.labels, valid.request, weights=valid.config.objective_weights)
-    # the same rows and requests, so the same point estimate (the resamples differ: requests come in file order)
-    assert sel["valid_rows"] == ref.valid_rows and sel["valid_requests"] == ref.valid_requests
-    assert sel["gain"] == pytest.approx(ref.gain, abs=1e-6)
-    assert sel["chosen"] == ("harmonrank" if sel["low"] > 0 else "one_step_rank") == load_ranker(tmp_path / "m").name
+    ref = choose_two_step(hr, os_, valid.labels, request_keys(valid.request), weights=valid.config.objective_weights)
+    # the same rows and request keys, so the same resamples and the same decision as in memory
+    assert (sel["chosen"], sel["valid_rows"], sel["valid_requests"]) == (ref.chosen, ref.valid_rows, ref.valid_requests)
+    for k in ("gain", "low", "high"):
+        assert sel[k] == pytest.approx(getattr(ref, k), abs=1e-9), k
+    assert load_ranker(tmp_path / "m").name == ref.chosen

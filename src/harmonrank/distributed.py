@@ -123,6 +123,29 @@ def gather_rows(local: np.ndarray, sizes: list[int]) -> np.ndarray:
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).numpy()
 
 
+def gather_rows_to_main(local: np.ndarray, sizes: list[int]) -> np.ndarray | None:
+    """Every rank's rows concatenated in rank order on rank 0 only (None on the others): for data only rank
+    0 needs, so the other ranks hold no copy."""
+    if len(sizes) == 1:
+        return local
+    t = torch.from_numpy(np.ascontiguousarray(local))
+    longest = max(sizes)
+    padded = torch.cat([t, t.new_zeros((longest - t.shape[0], *t.shape[1:]))])
+    main = dist.get_rank() == 0
+    parts = [torch.empty_like(padded) for _ in sizes] if main else None
+    dist.gather(padded, parts, dst=0)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).numpy() if parts is not None else None
+
+
+def broadcast_from_main(values: np.ndarray) -> np.ndarray:
+    """Rank 0's float64 vector on every rank (the others pass a vector of the same length)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+    dist.broadcast(t, src=0)
+    return t.numpy()
+
+
 def all_sizes(n: int) -> list[int]:
     """Every rank's ``n`` (e.g. its batch's row count), in rank order."""
     if not (dist.is_available() and dist.is_initialized()):

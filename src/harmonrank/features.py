@@ -80,21 +80,24 @@ class FeatureEncoder:
     numeric_std: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, table: Table, max_vocab: int = 10_000) -> FeatureEncoder:
-        """Learn statistics and vocabularies from ``table`` (the training split)."""
-        enc = cls.fit_columns(table.features, table.config.categorical, table.config.numeric, max_vocab)
+    def fit(cls, table: Table, max_vocab: int = 10_000, min_count: int = 1) -> FeatureEncoder:
+        """Learn statistics and vocabularies from ``table`` (the training split): per categorical feature the
+        ``max_vocab`` most frequent values seen at least ``min_count`` times (the others map to the unseen id)."""
+        enc = cls.fit_columns(table.features, table.config.categorical, table.config.numeric, max_vocab, min_count)
         enc.objectives = tuple(table.objectives)
         return enc
 
     @classmethod
     def fit_columns(cls, features: dict[str, np.ndarray], categorical: tuple[str, ...] | list[str],
-                    numeric: tuple[str, ...] | list[str], max_vocab: int = 10_000) -> FeatureEncoder:
-        """Vocabularies (the ``max_vocab`` most frequent values) and numeric mean/std of feature columns."""
+                    numeric: tuple[str, ...] | list[str], max_vocab: int = 10_000,
+                    min_count: int = 1) -> FeatureEncoder:
+        """Vocabularies (the ``max_vocab`` most frequent values, ties by value, kept if seen at least
+        ``min_count`` times: the rule of the streamed :func:`harmonrank.stream.scan`) and numeric mean/std."""
         vocab = {}
         for name in categorical:
             values, counts = np.unique(np.asarray(features[name]).astype(str), return_counts=True)
-            keep = values[np.argsort(-counts, kind="stable")][:max_vocab]
-            vocab[name] = sorted(keep.tolist())
+            top = np.argsort(-counts, kind="stable")[:max_vocab]
+            vocab[name] = sorted(values[top][counts[top] >= min_count].tolist())
         num_mean, num_std = {}, {}
         for name in numeric:
             v = np.asarray(features[name], dtype=np.float64)

@@ -105,16 +105,17 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 @click.option("--buffer-rows", type=click.IntRange(min=1), default=262_144,
               help="Streaming: rows held in the shuffle buffer.")
 @click.option("--max-vocab", type=click.IntRange(min=1), default=None,
-              help="Streaming: keep at most this many most frequent values per categorical feature [10,000]; the "
-                   "rest share the unseen id.")
+              help="Neural rankers: keep at most this many most frequent values per categorical feature "
+                   "[10,000]; the rest share the unseen id.")
 @click.option("--min-count", type=click.IntRange(min=1), default=None,
-              help="Streaming: keep a categorical value only if seen at least this often [1].")
+              help="Neural rankers: keep a categorical value only if seen at least this often [1].")
 @click.option("--read-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Streaming: threads reading row groups ahead of training, each its share (same batches as 0).")
 @config_option
 @click.option("--ranker", "-r", cls=_RankerOption, default="auto", show_default=True, help="Ranker name.")
 @click.option("--out", "-o", type=DIR, required=True,
-              help="Run folder: model.safetensors/model.txt + model.json, and per-epoch checkpoints.")
+              help="Run folder: model.safetensors/model.txt + model.json, and per-epoch checkpoints (auto: both "
+                   "candidates' models and checkpoints under candidates/<name>/).")
 @click.option("--epochs", type=int, default=10, help="Most epochs (neural rankers).")
 @click.option("--batch-size", type=int, default=4096, help="Impressions per batch (whole requests).")
 @click.option("--lr", type=float, default=3e-3, help="AdamW learning rate.")
@@ -175,15 +176,17 @@ def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool,
     tcfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, smoothing=smoothing,
                        min_delta=min_delta, seed=seed,
                        loss_method=loss_method, temperature=temperature, device=device, compile=compile_)
-    model = make_ranker(ranker, tcfg)
+    vocab_opts = {k: v for k, v in (("max_vocab", streaming[1]), ("min_count", streaming[2])) if v is not None}
+    if vocab_opts and not (RANKERS[ranker].net or RANKERS[ranker].estimator is AutoRanker):
+        raise ConfigError(f"--max-vocab and --min-count apply to neural rankers; {ranker!r} has no embeddings")
+    model = make_ranker(ranker, tcfg, **vocab_opts)
     if isinstance(model, AutoRanker) and info.main:
         model.on_candidate = lambda name: err_console.print(f"auto: training candidate {name}")
     if stream or data.is_dir() or any(ch in str(data) for ch in "*?["):
         _train_streamed(info, model, data, valid, cfg, out, resume, *streaming)
         return
-    if streaming[1] is not None or streaming[2] is not None or streaming[3]:
-        raise ConfigError("--max-vocab, --min-count and --read-workers apply to streamed training (a directory, a "
-                          "glob or --stream); in memory every value seen in training gets an id")
+    if streaming[3]:
+        raise ConfigError("--read-workers applies to streamed training (a directory, a glob or --stream)")
     table = read_table(data, cfg)
     if valid is not None:
         train_t, valid_t = table, read_table(valid, cfg)
@@ -219,7 +222,7 @@ def _say_selection(model: Any) -> None:
 
 
 def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, cfg: Any, out: Path, resume: bool,
-                    buffer_rows: int, max_vocab: int | None, min_count: int | None, read_workers: int) -> None:
+                    buffer_rows: int, _max_vocab: int | None, _min_count: int | None, read_workers: int) -> None:
     from ..rankers import NeuralRanker
     from ..stream import ParquetSource
 
@@ -238,14 +241,13 @@ def _train_streamed(info: DistInfo, model: Any, data: Path, valid: Path | None, 
                           f"{r.get('valid_auc_sum', float('nan')):.4f}  {r['samples_per_s']:,.0f} samples/s",
                           highlight=False)
 
-    mv, mc = max_vocab or 10_000, min_count or 1
-    if not info.main:
+    if not info.main:  # the vocabulary limits are the ranker's own (make_ranker above)
         model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows,
-                         max_vocab=mv, min_count=mc, read_workers=read_workers)
+                         read_workers=read_workers)
         return
     with Reporter("train", "batches") as rep:
         model.fit_stream(source, valid_source, cfg, run_dir=out, resume=resume, buffer_rows=buffer_rows,
-                         max_vocab=mv, min_count=mc, read_workers=read_workers, on_epoch=show,
+                         read_workers=read_workers, on_epoch=show,
                          on_batch=lambda epoch, done, total: rep.update(done, total, f"epoch {epoch}"))
     model.save(out)
     _say_selection(model)

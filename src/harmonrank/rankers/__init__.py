@@ -17,7 +17,7 @@ from typing import Any
 from ..config import DatasetConfig
 from ..errors import ConfigError, HarmonRankError
 from ..train import Device, TrainConfig
-from .auto import AutoRanker, Selection, choose_two_step
+from .auto import AutoRanker, Selection, choose_two_step, request_keys
 from .base import MODEL_FORMAT, Ranker
 from .formula import FormulaRanker
 from .lambdamart import LambdaMARTRanker, tree_matrix, tree_vocab
@@ -25,7 +25,7 @@ from .neural import NeuralRanker
 
 __all__ = ["RANKERS", "AutoRanker", "FormulaRanker", "LambdaMARTRanker", "NeuralRanker", "Ranker", "RankerSpec",
            "Selection", "choose_two_step", "default_rankers", "load_ranker", "make_ranker", "ranker_names",
-           "ranker_table", "register_ranker", "tree_matrix", "tree_vocab"]
+           "ranker_table", "register_ranker", "request_keys", "tree_matrix", "tree_vocab"]
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """``auto``: HarmonRank when the two-step structure pays on this data, its one-step ablation otherwise.
 
-The two-step relation-aware net costs about 4x the one-step net's training time and several times its serving
-cost, and on much data it buys nothing: HarmonRank tied its one-step ablation (``one_step_rank``, the same
-soft AUC-sum loss without tokens, alignment or fusion) on the default simulator and on most cells of the
-two-step study, and beat it by +0.013 AUC-sum on a later week of the KuaiRand-Pure log (docs/benchmark.md,
-"When the two-step alignment pays"). The rule, :func:`choose_two_step`:
+The two-step relation-aware net costs about 4x the one-step net's training time and about 3x its serving
+cost, and on much data it buys nothing measurable: in this project's own runs HarmonRank ties its one-step
+ablation (``one_step_rank``, the same soft AUC-sum loss without tokens, alignment or fusion) on the default
+simulator, on KuaiRand-Pure's six days and in the two-step study (docs/benchmark.md, "When the two-step
+alignment pays"), while on a later week of KuaiRand-Pure kept aside by the project it was reported to win
+by +0.013 AUC-sum (docs/kuairand.md). Whether it pays is a property of the data, so it is checked on the
+data. The rule, :func:`choose_two_step`:
 
     train both on the training data (same training knobs and seed); on the validation data, keep HarmonRank
     when its AUC-sum gain over the one-step net has a paired request-bootstrap 95% interval above zero;
@@ -18,16 +20,17 @@ under ``candidates/<name>/`` so the other can be deployed without retraining.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..config import DatasetConfig
 from ..data import Table
-from ..errors import HarmonRankError
+from ..errors import ConfigError, HarmonRankError
 from ..metrics import paired_bootstrap
 from .base import BatchCallback, EpochCallback, Ranker, labels_of
 from .neural import NeuralRanker
@@ -36,12 +39,12 @@ if TYPE_CHECKING:
     from ..stream import ParquetSource
     from ..train import TrainConfig
 
-__all__ = ["AutoRanker", "Selection", "choose_two_step"]
+__all__ = ["AutoRanker", "Selection", "choose_two_step", "request_keys"]
 
 #: a lower interval end this close to zero is rounding (float sums in a different order), not a gain
 ROUNDING = 1e-9
 
-#: the candidates, in training order (the cheap one first: its run is the fallback if the other fails)
+#: the candidates, in training order (the cheap one first)
 CANDIDATES = ("one_step_rank", "harmonrank")
 
 
@@ -58,11 +61,33 @@ class Selection:
     valid_rows: int
     valid_requests: int
 
+    PACKED: ClassVar[int] = 8  # length of pack(): what rank 0 broadcasts under torchrun
+
+    def pack(self) -> np.ndarray:
+        return np.array([self.chosen == "harmonrank", self.valid_auc_sum["harmonrank"],
+                         self.valid_auc_sum["one_step_rank"], self.gain, self.low, self.high, self.valid_rows,
+                         self.valid_requests], dtype=np.float64)
+
+    @classmethod
+    def unpack(cls, v: np.ndarray, n_boot: int) -> Selection:
+        return cls("harmonrank" if v[0] else "one_step_rank", {"harmonrank": float(v[1]), "one_step_rank": float(v[2])},
+                   float(v[3]), float(v[4]), float(v[5]), n_boot, int(v[6]), int(v[7]))
+
     def text(self) -> str:
         why = "its gain's 95% interval is above zero" if self.chosen == "harmonrank" else (
-            "HarmonRank's gain is not above the validation noise; the one-step net is as good and cheaper")
+            "HarmonRank is not better beyond the validation noise, and the one-step net is cheaper")
         return (f"auto: kept {self.chosen} ({why}): HarmonRank - one_step_rank valid AUC-sum {self.gain:+.4f} "
                 f"[{self.low:+.4f}, {self.high:+.4f}] over {self.valid_requests:,} requests")
+
+
+def request_keys(request: np.ndarray) -> np.ndarray:
+    """(n,) int64 keys of request ids: 64 bits of blake2b of their text. A request gets the same key in every
+    row group and process, so the bootstrap draws the same requests however the rows were read or sharded
+    (a request cut across validation row groups is still one request)."""
+    values, inverse = np.unique(np.asarray(request).astype(str), return_inverse=True)
+    keys = np.array([int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little", signed=True)
+                     for v in values.tolist()], dtype=np.int64)
+    return keys[inverse.reshape(-1)]
 
 
 def choose_two_step(harmonrank: np.ndarray, one_step: np.ndarray, labels: np.ndarray, request: np.ndarray, *,
@@ -89,13 +114,14 @@ class AutoRanker(Ranker):
     kind = "auto"
 
     def __init__(self, *, train: TrainConfig | None = None, name: str = "auto", n_boot: int = 200,
-                 on_candidate: Callable[[str], None] | None = None) -> None:
+                 on_candidate: Callable[[str], None] | None = None, **candidate_options: Any) -> None:
         from ..train import TrainConfig
 
         self.train = train or TrainConfig()
         self.name = name
         self.n_boot = n_boot
         self.on_candidate = on_candidate  # told each candidate's name before it trains (progress)
+        self.candidate_options = candidate_options  # for both candidates, e.g. max_vocab / min_count
 
     @classmethod
     def from_spec(cls, name: str, train: TrainConfig, options: Mapping[str, Any]) -> Ranker:
@@ -106,7 +132,7 @@ class AutoRanker(Ranker):
 
         out = {}
         for name in CANDIDATES:
-            r = make_ranker(name, self.train)
+            r = make_ranker(name, self.train, **self.candidate_options)
             assert isinstance(r, NeuralRanker)
             out[name] = r
         return out
@@ -114,20 +140,39 @@ class AutoRanker(Ranker):
     def _decide(self, valid: Table) -> None:
         scores = {name: r.predict(valid) for name, r in self.candidates_.items()}
         self._choose(scores["harmonrank"], scores["one_step_rank"], labels_of(valid, "auto's validation"),
-                     valid.request, valid.config)
+                     request_keys(valid.request), valid.config)
 
-    def _choose(self, hr: np.ndarray, os_: np.ndarray, labels: np.ndarray, request: np.ndarray,
+    def _choose(self, hr: np.ndarray, os_: np.ndarray, labels: np.ndarray, keys: np.ndarray,
                 config: DatasetConfig) -> None:
-        self.selection_ = choose_two_step(hr, os_, labels, request, weights=config.objective_weights,
-                                          n_boot=self.n_boot, random_state=self.train.seed)
+        self._set(choose_two_step(hr, os_, labels, keys, weights=config.objective_weights, n_boot=self.n_boot,
+                                  random_state=self.train.seed))
+
+    def _set(self, selection: Selection) -> None:
+        self.selection_ = selection
         self.chosen_ = self.candidates_[self.selection_.chosen]
         self.history_ = self.chosen_.history_
         self.best_epoch_ = self.chosen_.best_epoch_
+
+    @staticmethod
+    def _check_resume(run_dir: str | Path | None, resume: bool) -> None:
+        """A run folder holding a single ranker's checkpoint (e.g. trained with --ranker harmonrank) is not
+        resumed as auto, which keeps its candidates' checkpoints in candidates/<name>/: refused, naming it."""
+        if not resume or run_dir is None or not (Path(run_dir) / "checkpoint.json").exists():
+            return
+        import json
+
+        try:
+            ranker = json.loads((Path(run_dir) / "checkpoint.json").read_text(encoding="utf-8"))["model"]["ranker"]
+        except (OSError, ValueError, KeyError, TypeError):
+            ranker = "another ranker"
+        raise ConfigError(f"{run_dir} holds a checkpoint of {ranker!r}, not of auto (whose candidates' checkpoints "
+                          f"are in candidates/<name>/): resume it with --ranker {ranker}")
 
     def _fit(self, train: Table, valid: Table | None, *, run_dir: str | Path | None, resume: bool,
              on_epoch: EpochCallback | None, on_batch: BatchCallback | None) -> None:
         if valid is None:
             raise HarmonRankError("auto chooses between its candidates on validation data: pass valid=")
+        self._check_resume(run_dir, resume)
         self.candidates_ = self._candidates()
         for name, r in self.candidates_.items():
             if self.on_candidate is not None:
@@ -141,9 +186,10 @@ class AutoRanker(Ranker):
                    on_batch: BatchCallback | None = None, **streaming: Any) -> AutoRanker:
         """Both candidates streamed (:meth:`NeuralRanker.fit_stream`), then the validation data streamed once
         through both; under torchrun every rank scores its share and the scores are gathered."""
-        from ..distributed import all_sizes, gather_rows, world
+        from ..distributed import all_sizes, broadcast_from_main, gather_rows_to_main, world
         from ..stream import StreamLoader
 
+        self._check_resume(run_dir, resume)
         self.config_ = config
         self.candidates_ = self._candidates()
         for name, r in self.candidates_.items():
@@ -152,24 +198,25 @@ class AutoRanker(Ranker):
             r.fit_stream(train, valid, config, run_dir=None if run_dir is None else Path(run_dir) / "candidates" / name,
                          resume=resume, on_epoch=on_epoch, on_batch=on_batch, **streaming)
         info = world()
-        first = self.candidates_["harmonrank"]
-        loader = StreamLoader(valid, config, first.encoder_, self.train.batch_size, self.train.seed, info)
+        loader = StreamLoader(valid, config, self.candidates_["harmonrank"].encoder_, self.train.batch_size,
+                              self.train.seed, info)
         parts: dict[str, list[np.ndarray]] = {"hr": [], "os": [], "y": [], "req": []}
-        n_req = 0
-        for t in loader.tables(None):
-            parts["hr"].append(self.candidates_["harmonrank"].predict(t))
-            parts["os"].append(self.candidates_["one_step_rank"].predict(t))
-            parts["y"].append(labels_of(t, "auto's validation"))
-            _, codes = np.unique(t.request, return_inverse=True)  # a request lies in one row group (stream docs)
-            parts["req"].append(codes.astype(np.float64) + n_req)
-            n_req += int(codes.max()) + 1 if len(codes) else 0
-        m = len(config.names)
-        local = {k: np.concatenate(v) if v else np.zeros((0, m) if k == "y" else 0) for k, v in parts.items()}
+        for t in loader.tables(None):  # this rank's share of the validation row groups
+            parts["hr"].append(self.candidates_["harmonrank"].predict(t).astype(np.float64))
+            parts["os"].append(self.candidates_["one_step_rank"].predict(t).astype(np.float64))
+            parts["y"].append(labels_of(t, "auto's validation").astype(np.int8))
+            parts["req"].append(request_keys(t.request))
+        empty: dict[str, np.ndarray] = {"hr": np.zeros(0), "os": np.zeros(0), "req": np.zeros(0, np.int64),
+                                        "y": np.zeros((0, len(config.names)), np.int8)}
+        local: dict[str, np.ndarray] = {k: np.concatenate(v) if v else empty[k] for k, v in parts.items()}
         sizes = all_sizes(len(local["hr"]))
-        offset = np.cumsum([0, *all_sizes(n_req)])[info.rank]
-        gathered = {k: gather_rows(np.asarray(v, dtype=np.float64) + (offset if k == "req" else 0), sizes)
-                    for k, v in local.items()}
-        self._choose(gathered["hr"], gathered["os"], gathered["y"], gathered["req"].astype(np.int64), config)
+        every = {k: gather_rows_to_main(v, sizes) for k, v in local.items()}  # rank 0 decides, tells the others
+        if info.main:
+            self._choose(every["hr"], every["os"], every["y"], every["req"], config)  # type: ignore[arg-type]
+            packed = self.selection_.pack()
+        else:
+            packed = np.zeros(Selection.PACKED)
+        self._set(Selection.unpack(broadcast_from_main(packed), self.n_boot))
         return self
 
     def _predict(self, table: Table) -> np.ndarray:

@@ -102,7 +102,11 @@ class Ranker(ABC):
         d = Path(run_dir)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"format": MODEL_FORMAT, "ranker": self.name, "kind": self.kind,
-                "dataset_config": self.config_.to_dict(), **self._save(d), **(extra or {})}
+                "dataset_config": self.config_.to_dict(), **self._save(d)}
+        clash = sorted(set(extra or {}) & set(meta))
+        if clash:
+            raise ConfigError(f"save(extra=...) may not replace model.json's own key(s) {', '.join(clash)}")
+        meta.update(extra or {})
         write_json(meta, d / "model.json", indent=1)
         return d
 

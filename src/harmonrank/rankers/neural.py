@@ -47,7 +47,7 @@ class NeuralRanker(Ranker):
 
     def __init__(self, *, net: str = "harmonrank", loss: str = "rank", net_options: dict[str, Any] | None = None,
                  train: TrainConfig | None = None, name: str | None = None,
-                 preference_alpha: float | None = None) -> None:
+                 preference_alpha: float | None = None, max_vocab: int = 10_000, min_count: int = 1) -> None:
         if net not in NETWORKS:
             raise ConfigError(f"net must be one of {', '.join(NETWORKS)}. Got {net!r} instead.")
         if loss not in LOSSES:
@@ -60,6 +60,9 @@ class NeuralRanker(Ranker):
             self.net_options["preference"] = True
             self.train = replace(self.train, preference_alpha=preference_alpha)
         self.name = name or f"{net}_{loss}"
+        if max_vocab < 1 or min_count < 1:
+            raise ConfigError(f"max_vocab and min_count must be >= 1. Got {max_vocab} and {min_count} instead.")
+        self.max_vocab, self.min_count = max_vocab, min_count  # categorical vocabularies (FeatureEncoder.fit)
 
     @classmethod
     def from_spec(cls, name: str, train: TrainConfig, options: Mapping[str, Any]) -> Ranker:
@@ -69,7 +72,8 @@ class NeuralRanker(Ranker):
 
     def build(self, table: Table) -> tuple[nn.Module, nn.Module]:
         """Fit the feature encoder and the logit statistics on ``table``; create the untrained net and loss."""
-        return self._create(table.config, FeatureEncoder.fit(table), *logit_moments(table.scores))
+        encoder = FeatureEncoder.fit(table, max_vocab=self.max_vocab, min_count=self.min_count)
+        return self._create(table.config, encoder, *logit_moments(table.scores))
 
     def _create(self, config: DatasetConfig, encoder: FeatureEncoder, logit_mean: Sequence[float],
                 logit_std: Sequence[float]) -> tuple[nn.Module, nn.Module]:
@@ -115,13 +119,15 @@ class NeuralRanker(Ranker):
     def fit_stream(self, train: ParquetSource, valid: ParquetSource, config: DatasetConfig, *,
                    run_dir: str | Path | None = None, resume: bool = False, on_epoch: EpochCallback | None = None,
                    on_batch: BatchCallback | None = None, buffer_rows: int = 262_144,
-                   max_vocab: int = 10_000, min_count: int = 1, read_workers: int = 0) -> NeuralRanker:
+                   max_vocab: int | None = None, min_count: int | None = None,
+                   read_workers: int = 0) -> NeuralRanker:
         """Fit on Parquet data streamed from disk (a file, directory or glob: :mod:`harmonrank.stream`).
 
         One pass over ``train`` fits the encoder and logit statistics (bounded memory: vocabularies, moments,
         request ids); training then reads row groups through a shuffle buffer of ``buffer_rows`` rows.
         Under torchrun each rank reads its own row groups (with ``read_workers`` threads reading ahead, each
-        its share of them). ``valid`` is scored in full each epoch.
+        its share of them). ``valid`` is scored in full each epoch. ``max_vocab``/``min_count`` default to the
+        ranker's own.
         """
         from ..distributed import world
         from ..stream import StreamLoader, scan
@@ -130,7 +136,8 @@ class NeuralRanker(Ranker):
         if len(train.fragments) < info.size:
             raise ConfigError(f"{train.path} has {len(train.fragments)} row groups for {info.size} processes: "
                               "each process needs at least one (write smaller row groups)")
-        stats = scan(train, config, max_vocab=max_vocab, min_count=min_count)
+        stats = scan(train, config, max_vocab=self.max_vocab if max_vocab is None else max_vocab,
+                     min_count=self.min_count if min_count is None else min_count)
         self.config_ = config
         net, loss = self._create(config, stats.encoder, stats.logit_mean, stats.logit_std)
         metadata = {**self._metadata(config), "stream": {"rows": stats.rows, "requests": stats.requests}}

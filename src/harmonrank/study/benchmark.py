@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError, MissingDependencyError
 from ..features import logit
 from ..metrics import auc, gauc, oracle_scores, paired_bootstrap_seeds
 from ..rankers import RANKERS, NeuralRanker, choose_two_step, default_rankers, make_ranker, tree_matrix, tree_vocab
-from ..rankers.auto import CANDIDATES
+from ..rankers.auto import CANDIDATES, request_keys
 from ..rankers.base import labels_of
 from ..ranking import Method
 from ..threads import get_threads
@@ -303,10 +303,10 @@ def run_benchmark(
     # what the `auto` ranker would have kept, per seed: its rule on these very runs (no extra training)
     selection: list[dict[str, Any]] = []
     if all(c in valid_scores for c in CANDIDATES):
-        valid_labels = labels_of(valid, "benchmark")
+        valid_labels, keys = labels_of(valid, "benchmark"), request_keys(valid.request)
         for seed in cfg.seeds:
             sel = choose_two_step(valid_scores["harmonrank"][seed], valid_scores["one_step_rank"][seed], valid_labels,
-                                  valid.request, weights=weights, random_state=seed)
+                                  keys, weights=weights, random_state=seed)
             test_sum = {c: next(r["auc_sum"] for r in per_seed if r["ranker"] == c and r["seed"] == seed)
                         for c in CANDIDATES}
             selection.append({"seed": seed, **asdict(sel), "test_auc_sum": test_sum,

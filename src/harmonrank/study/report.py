@@ -281,7 +281,9 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
     selection = results.get("selection", [])
     if selection:
         lines += ["", "## What `auto` would keep (its rule on these runs: HarmonRank if its valid AUC-sum gain over "
-                  "one_step_rank has a paired request-bootstrap 95% interval above zero)", ""]
+                  "one_step_rank has a paired request-bootstrap 95% interval above zero)", "",
+                  "Each candidate here ran at the learning rate the benchmark tuned for it; `--ranker auto` trains "
+                  "both at the one `--lr` it is given.", ""]
         lines.append(markdown_table([{
             "seed": r["seed"], "valid gain [95% CI]": f"{r['gain']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]",
             "kept": r["chosen"], "test AUC-sum harmonrank": r["test_auc_sum"]["harmonrank"],
