@@ -35,6 +35,8 @@ import matplotlib.pyplot as plt
 
 from harmonrank import load_config, make_ranker, read_table
 from harmonrank.metrics import auc, auc_sum, paired_bootstrap_seeds
+from harmonrank.rankers import choose_two_step, request_keys
+from harmonrank.rankers.auto import ROUNDING
 from harmonrank.threads import set_threads
 from harmonrank.train import TrainConfig
 
@@ -92,12 +94,14 @@ def main() -> None:
     seg = test.features[SEG].astype(str)
     segments = [s for s in sorted(set(seg.tolist())) if (seg == s).sum() >= 500]
     scores: dict[str, list[np.ndarray]] = {r: [] for r in RANKERS}
+    valid_scores: dict[str, list[np.ndarray]] = {r: [] for r in RANKERS}
     attention = None
     for name in RANKERS:
         for s in SEEDS:
             tcfg = TrainConfig(max_epochs=20, batch_size=2048, patience=4, weight_decay=1e-3, lr=LR[name], seed=s)
             ranker = make_ranker(name, tcfg).fit(train, valid=valid)
             scores[name].append(ranker.predict(test))
+            valid_scores[name].append(ranker.predict(valid))
             if name == "harmonrank" and s == SEEDS[0]:
                 attention = ranker.attention(test)
             print(f"{name} seed {s}: test AUC-sum {auc_sum(scores[name][-1], y):.4f}", flush=True)
@@ -106,6 +110,13 @@ def main() -> None:
                for name in RANKERS}
     res["per_objective"] = per_obj
     res["overall"] = {name: float(np.mean([auc_sum(sc, y) for sc in scores[name]])) for name in RANKERS}
+    # the auto ranker's rule (train's default) on each seed's pair of runs: what it keeps, and its test AUC-sum
+    keys, res["auto"] = request_keys(valid.request), []
+    for k, s in enumerate(SEEDS):
+        sel = choose_two_step(valid_scores["harmonrank"][k], valid_scores["one_step_rank"][k], valid.labels, keys,
+                              random_state=s)
+        res["auto"].append({"seed": s, "valid_gain": sel.gain, "low": sel.low, "high": sel.high,
+                            "test_auc_sum": {n: auc_sum(scores[n][k], y) for n in RANKERS}})
     for s in segments:
         mask = seg == s
         reqs = test.request[mask]
@@ -168,6 +179,23 @@ def _report(res: dict[str, Any]) -> None:
     lines.append("| gain | " + " | ".join(
         f"{res['per_objective']['harmonrank'][o] - res['per_objective']['one_step_rank'][o]:+.4f}" for o in objs)
         + f" | {res['overall']['harmonrank'] - res['overall']['one_step_rank']:+.4f} |")
+    if res.get("auto"):
+        lines += ["", "## What `auto` (train's default) keeps, per seed", "",
+                  "Rule `gain` (the default): HarmonRank if its validation AUC-sum is higher than one_step_rank's. "
+                  "Rule `ci`: only if the paired request-bootstrap 95% interval of that gain is above zero.", "",
+                  "| seed | valid gain [95% CI] | kept (gain) | kept (ci) | test AUC-sum HarmonRank | one_step_rank |",
+                  "|---:|---|---|---|---:|---:|"]
+        for r in res["auto"]:  # each rule's decision from the recorded validation gain and interval
+            r["chosen"] = "harmonrank" if r["valid_gain"] > ROUNDING else "one_step_rank"
+            r["chosen_ci"] = "harmonrank" if r["low"] > ROUNDING else "one_step_rank"
+            t = r["test_auc_sum"]
+            lines.append(f"| {r['seed']} | {r['valid_gain']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | "
+                         f"{r['chosen']} | {r['chosen_ci']} | {t['harmonrank']:.4f} | {t['one_step_rank']:.4f} |")
+        for rule, key in (("gain", "chosen"), ("ci", "chosen_ci")):
+            auto = np.mean([r["test_auc_sum"][r[key]] for r in res["auto"]])
+            lines.append(f"\nRule `{rule}`: seed-mean test AUC-sum {auto:.4f}, "
+                         f"{auto - res['overall']['harmonrank']:+.4f} against always HarmonRank, "
+                         f"{auto - res['overall']['one_step_rank']:+.4f} against always one_step_rank.")
     lines += ["", f"## Per user segment ({SEG})", "",
               "| segment | rows | HarmonRank - one-step, AUC-sum [95% CI] | per-objective gain (" + ", ".join(objs)
               + ") |", "|---|---:|---|---|"]

@@ -96,14 +96,19 @@ def _boot(res: dict[str, Any], other: str) -> dict[str, Any] | None:
 
 
 def _auto(res: dict[str, Any]) -> dict[str, Any] | None:
-    """What the auto rule kept in each seed of a cell (benchmark results' "selection"), and its test AUC-sum."""
+    """What auto's two rules kept in each seed of a cell (benchmark results' "selection") and their test AUC-sums
+    against always keeping HarmonRank / one_step_rank."""
     sel = res.get("selection") or []
     if not sel:
         return None
-    auto = np.mean([r["auto_test_auc_sum"] for r in sel])
-    return {"seeds": len(sel), "kept_harmonrank": sum(r["chosen"] == "harmonrank" for r in sel),
-            "minus_harmonrank": float(auto - np.mean([r["test_auc_sum"]["harmonrank"] for r in sel])),
-            "minus_one_step": float(auto - np.mean([r["test_auc_sum"]["one_step_rank"] for r in sel]))}
+    hr = np.mean([r["test_auc_sum"]["harmonrank"] for r in sel])
+    os_ = np.mean([r["test_auc_sum"]["one_step_rank"] for r in sel])
+    out: dict[str, Any] = {"seeds": len(sel)}
+    for rule, key in (("gain", "chosen"), ("ci", "chosen_ci")):
+        auto = np.mean([r["test_auc_sum"][r[key]] for r in sel])
+        out[rule] = {"kept_harmonrank": sum(r[key] == "harmonrank" for r in sel),
+                     "minus_harmonrank": float(auto - hr), "minus_one_step": float(auto - os_)}
+    return out
 
 
 def _dependence(res: dict[str, Any]) -> float:
@@ -138,8 +143,9 @@ def summarise(rows: int) -> None:
     if missing:
         lines += [f"Not run yet: {', '.join(missing)}.", ""]
     lines += ["| cell | objectives | label dependence | HarmonRank AUC-sum | two-step gain [95% CI] | "
-              "HarmonRank - pairwise [95% CI] | auto kept HarmonRank | auto - HarmonRank | auto - one_step_rank | "
-              "minutes |", "|---|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+              "HarmonRank - pairwise [95% CI] | auto (gain): kept HarmonRank, - HarmonRank, - one_step | "
+              "auto (ci): kept HarmonRank, - HarmonRank, - one_step | minutes |",
+              "|---|---:|---:|---:|---|---|---|---|---:|"]
 
     def ci(b: dict[str, Any] | None) -> str:
         if not b:
@@ -149,26 +155,26 @@ def summarise(rows: int) -> None:
 
     for r in summary:
         a = r["auto"]
-        auto_cols = (f"{a['kept_harmonrank']} of {a['seeds']} | {a['minus_harmonrank']:+.4f} | "
-                     f"{a['minus_one_step']:+.4f}") if a else "— | — | —"
+        auto_cols = " | ".join(f"{a[k]['kept_harmonrank']} of {a['seeds']}, {a[k]['minus_harmonrank']:+.4f}, "
+                               f"{a[k]['minus_one_step']:+.4f}" for k in ("gain", "ci")) if a else "— | —"
         lines.append(f"| {r['cell']} | {r['objectives']} | {r['label_dependence']:.3f} | "
                      f"{r['auc_sum'].get('harmonrank', float('nan')):.4f} | {ci(r['two_step_gain'])} | "
                      f"{ci(r['vs_pairwise'])} | {auto_cols} | {r['minutes']:.0f} |")
     with_auto = [r["auto"] for r in summary if r["auto"]]
     lines += ["", "\\* the CI excludes zero.", "",
-              "auto: what `--ranker auto` (train's default) keeps with its rule applied to each seed's runs in the "
-              "cell (HarmonRank if its valid AUC-sum gain over one_step_rank has a paired request-bootstrap 95% "
-              "interval above zero; each net at its own tuned lr, where `--ranker auto` trains both at one lr); the "
-              "last two columns are the seed-mean test AUC-sum of the kept models minus "
-              "always keeping HarmonRank / always one_step_rank (— : the cell ran before the benchmark recorded the "
-              "rule).", ""]
-    if with_auto:
-        kept = sum(a["kept_harmonrank"] for a in with_auto)
+              "auto: what `--ranker auto` (train's default) keeps with each rule applied to each seed's runs in "
+              "the cell (`gain`, the default: HarmonRank if its valid AUC-sum is higher than one_step_rank's; `ci`: "
+              "only if the paired request-bootstrap 95% interval of that gain is above zero; each net at its own "
+              "tuned lr, where `--ranker auto` trains both at one lr): seeds in which it kept HarmonRank, then the "
+              "seed-mean test AUC-sum of the kept models minus always keeping HarmonRank and minus always "
+              "one_step_rank (— : the cell ran before the benchmark recorded the rule).", ""]
+    for rule in ("gain", "ci") if with_auto else ():
+        kept = sum(a[rule]["kept_harmonrank"] for a in with_auto)
         seeds = sum(a["seeds"] for a in with_auto)
-        lines += [f"Over the {len(with_auto)} cells with the rule recorded, auto kept HarmonRank in {kept} of {seeds} "
-                  f"runs; its test AUC-sum was on average {np.mean([a['minus_harmonrank'] for a in with_auto]):+.4f} "
-                  f"against always HarmonRank and {np.mean([a['minus_one_step'] for a in with_auto]):+.4f} against "
-                  "always one_step_rank.", ""]
+        lines += [f"Rule `{rule}` over the {len(with_auto)} cells with the rules recorded: kept HarmonRank in "
+                  f"{kept} of {seeds} runs; test AUC-sum on average "
+                  f"{np.mean([a[rule]['minus_harmonrank'] for a in with_auto]):+.4f} against always HarmonRank and "
+                  f"{np.mean([a[rule]['minus_one_step'] for a in with_auto]):+.4f} against always one_step_rank.", ""]
     lines += [ "![two-step gain over the grid](heatmap.png)", "",
               "![attention beside label correlation](attention.png)", ""]
     _heatmap(summary)

@@ -113,6 +113,9 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
               help="Streaming: threads reading row groups ahead of training, each its share (same batches as 0).")
 @config_option
 @click.option("--ranker", "-r", cls=_RankerOption, default="auto", show_default=True, help="Ranker name.")
+@click.option("--auto-rule", type=click.Choice(["gain", "ci"]), default=None,
+              help="--ranker auto: keep HarmonRank if its validation AUC-sum is higher [gain], or only if the 95% "
+                   "interval of that gain is above zero [ci] (docs/models.md).")
 @click.option("--out", "-o", type=DIR, required=True,
               help="Run folder: model.safetensors/model.txt + model.json, and per-epoch checkpoints (auto: both "
                    "candidates' models and checkpoints under candidates/<name>/).")
@@ -137,7 +140,7 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
                    "eager if compilation fails (docs/performance.md).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from the last checkpoint in --out.")
 def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, max_vocab: int | None,
-              min_count: int | None, read_workers: int, config: Path | None, ranker: str,
+              min_count: int | None, read_workers: int, config: Path | None, ranker: str, auto_rule: str | None,
               out: Path, epochs: int,
               batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
               weights: str | None, loss_method: Any,
@@ -149,7 +152,8 @@ def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, ma
     info = init_from_env(resolve_device(device))
     ok = False
     try:
-        _train(info, data, valid, stream, (buffer_rows, max_vocab, min_count, read_workers), config, ranker, out,
+        _train(info, data, valid, stream, (buffer_rows, max_vocab, min_count, read_workers), config, ranker,
+               auto_rule, out,
                epochs,
                batch_size, lr, patience,
                smoothing, min_delta, seed, weights, loss_method, temperature, device, compile_, resume)
@@ -166,7 +170,7 @@ def train_cmd(data: Path, valid: Path | None, stream: bool, buffer_rows: int, ma
 def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool,
            streaming: tuple[int, int | None, int | None, int],
            config: Path | None,
-           ranker: str, out: Path, epochs: int,
+           ranker: str, auto_rule: str | None, out: Path, epochs: int,
            batch_size: int, lr: float, patience: int, smoothing: float, min_delta: float, seed: int,
            weights: str | None, loss_method: Any, temperature: float | None, device: Device, compile_: bool,
            resume: bool) -> None:
@@ -176,9 +180,14 @@ def _train(info: DistInfo, data: Path, valid: Path | None, stream: bool,
     tcfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, smoothing=smoothing,
                        min_delta=min_delta, seed=seed,
                        loss_method=loss_method, temperature=temperature, device=device, compile=compile_)
-    vocab_opts = {k: v for k, v in (("max_vocab", streaming[1]), ("min_count", streaming[2])) if v is not None}
+    vocab_opts: dict[str, Any] = {k: v for k, v in (("max_vocab", streaming[1]), ("min_count", streaming[2]))
+                                  if v is not None}
     if vocab_opts and not (RANKERS[ranker].net or RANKERS[ranker].estimator is AutoRanker):
         raise ConfigError(f"--max-vocab and --min-count apply to neural rankers; {ranker!r} has no embeddings")
+    if auto_rule is not None:
+        if RANKERS[ranker].estimator is not AutoRanker:
+            raise ConfigError(f"--auto-rule applies to --ranker auto, not {ranker!r}")
+        vocab_opts["rule"] = auto_rule
     model = make_ranker(ranker, tcfg, **vocab_opts)
     if isinstance(model, AutoRanker) and info.main:
         model.on_candidate = lambda name: err_console.print(f"auto: training candidate {name}")

@@ -149,6 +149,6 @@ register_ranker(RankerSpec("harmonrank_pref", NeuralRanker, "HarmonRank conditio
 register_ranker(RankerSpec("one_step_rank_pref", NeuralRanker, "one-step rank net with the objective weights "
                            "concatenated to its input (the conditioned baseline)", net="one_step", loss="rank",
                            options={"preference_alpha": 1.0}, benchmark=False))
-register_ranker(RankerSpec("auto", AutoRanker, "trains harmonrank and one_step_rank, keeps harmonrank only if its "
-                           "validation gain's 95% bootstrap interval is above zero (the default of train)",
+register_ranker(RankerSpec("auto", AutoRanker, "trains harmonrank and one_step_rank, keeps harmonrank if its "
+                           "validation AUC-sum is higher (or, rule='ci', only if significantly); train's default",
                            benchmark=False))

@@ -280,15 +280,16 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
         lines.append(markdown_table(frows))
     selection = results.get("selection", [])
     if selection:
-        lines += ["", "## What `auto` would keep (its rule on these runs: HarmonRank if its valid AUC-sum gain over "
-                  "one_step_rank has a paired request-bootstrap 95% interval above zero)", "",
+        lines += ["", "## What `auto` would keep (its rules on these runs: `gain` keeps HarmonRank if its valid "
+                  "AUC-sum is higher than one_step_rank's, `ci` only if the paired request-bootstrap 95% interval of "
+                  "that gain is above zero)", "",
                   "Each candidate here ran at the learning rate the benchmark tuned for it; `--ranker auto` trains "
                   "both at the one `--lr` it is given.", ""]
         lines.append(markdown_table([{
             "seed": r["seed"], "valid gain [95% CI]": f"{r['gain']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]",
-            "kept": r["chosen"], "test AUC-sum harmonrank": r["test_auc_sum"]["harmonrank"],
-            "test AUC-sum one_step_rank": r["test_auc_sum"]["one_step_rank"],
-            "test AUC-sum auto": r["auto_test_auc_sum"]} for r in selection]))
+            "kept (gain)": r["chosen"], "kept (ci)": r.get("chosen_ci", "—"),
+            "test AUC-sum harmonrank": r["test_auc_sum"]["harmonrank"],
+            "test AUC-sum one_step_rank": r["test_auc_sum"]["one_step_rank"]} for r in selection]))
     lines += ["", "## Test GAUC per objective (by user, mean over seeds)", ""]
     lines.append(markdown_table([{"ranker": r["ranker"], **{o: r[f"gauc_{o}"] for o in objs},
                                   "GAUC-sum": r["gauc_sum"]} for r in results["summary"]]))
