@@ -160,8 +160,14 @@ def summarise(rows: int) -> None:
         lines.append(f"| {r['cell']} | {r['objectives']} | {r['label_dependence']:.3f} | "
                      f"{r['auc_sum'].get('harmonrank', float('nan')):.4f} | {ci(r['two_step_gain'])} | "
                      f"{ci(r['vs_pairwise'])} | {auto_cols} | {r['minutes']:.0f} |")
+    gains = [r["two_step_gain"]["difference"] for r in summary if r["two_step_gain"]]
     with_auto = [r["auto"] for r in summary if r["auto"]]
     lines += ["", "\\* the CI excludes zero.", "",
+              f"Across the {len(gains)} cells the two-step gain's point estimate is above zero in "
+              f"{sum(g > 0 for g in gains)} and its mean is {np.mean(gains):+.4f} (median {np.median(gains):+.4f}); "
+              f"HarmonRank minus pairwise is above zero in "
+              f"{sum(r['vs_pairwise']['difference'] > 0 for r in summary if r['vs_pairwise'])}. The cells share "
+              "the simulator's seed and differ in one or two knobs, so they are not independent replications.", "",
               "auto: what `--ranker auto` (train's default) keeps with each rule applied to each seed's runs in "
               "the cell (`gain`, the default: HarmonRank if its valid AUC-sum is higher than one_step_rank's; `ci`: "
               "only if the paired request-bootstrap 95% interval of that gain is above zero; each net at its own "
