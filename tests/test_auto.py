@@ -86,8 +86,9 @@ def test_auto_trains_both_keeps_one_and_saves_it_as_that_ranker(splits, tmp_path
         np.testing.assert_allclose(other.predict(test), auto.candidates_[name].predict(test), rtol=0, atol=1e-6)
 
 
-def test_train_defaults_to_auto_and_says_what_it_kept(sim_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    assert run(["train", "-d", str(sim_path), "-o", str(tmp_path / "m"), "--epochs", "1", "--threads", "1"]) == 0
+def test_train_auto_says_what_it_kept_and_takes_a_rule(sim_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(["train", "-d", str(sim_path), "-o", str(tmp_path / "m"), "--epochs", "1", "--threads", "1", "-r",
+                "auto"]) == 0
     out = capsys.readouterr()
     assert "auto: training candidate one_step_rank" in out.err and "auto: training candidate harmonrank" in out.err
     assert "auto: kept " in out.out
@@ -95,7 +96,7 @@ def test_train_defaults_to_auto_and_says_what_it_kept(sim_path: Path, tmp_path: 
     assert load_ranker(tmp_path / "m").name == sel["chosen"] and sel["rule"] == "gain"
     assert sel["chosen"] == ("harmonrank" if sel["gain"] > 0 else "one_step_rank")
     assert run(["train", "-d", str(sim_path), "-o", str(tmp_path / "c"), "--epochs", "1", "--threads", "1",
-                "--auto-rule", "ci"]) == 0
+                "-r", "auto", "--auto-rule", "ci"]) == 0
     sel_ci = json.loads((tmp_path / "c" / "model.json").read_text())["selection"]
     assert sel_ci["rule"] == "ci" and sel_ci["gain"] == sel["gain"]  # same runs, same numbers, other rule
     assert sel_ci["chosen"] == ("harmonrank" if sel_ci["low"] > 0 else "one_step_rank")
@@ -118,7 +119,7 @@ def test_auto_refuses_to_resume_a_single_rankers_run(sim_path: Path, tmp_path: P
     args = ["train", "-d", str(sim_path), "-o", str(tmp_path / "m"), "--epochs", "1", "--threads", "1"]
     assert run([*args, "--ranker", "one_step_bce"]) == 0
     capsys.readouterr()
-    assert run([*args, "--resume"]) == 2
+    assert run([*args, "--resume", "-r", "auto"]) == 2
     assert "holds a checkpoint of 'one_step_bce', not of auto" in capsys.readouterr().err
     assert run([*args, "--resume", "--ranker", "one_step_bce"]) == 0
 

@@ -138,12 +138,12 @@ def test_torchrun_trains_on_streamed_files(tmp_path: Path) -> None:
     proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
                            "--master-port", str(free_port()), "-m", "harmonrank", "train", "-d",
                            str(tmp_path / "train"), "--valid", str(tmp_path / "valid.parquet"), "--epochs", "1",
-                           "--batch-size", "1024", "-o", str(tmp_path / "run")],
+                           "--batch-size", "1024", "-r", "auto", "-o", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=240, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 processes" in " ".join(proc.stderr.split()) and (tmp_path / "run" / "model.json").exists()
     assert "terminate" not in proc.stderr
-    # the default ranker, auto, decided on the whole validation data gathered from both ranks: the same
+    # auto decided on the whole validation data gathered from both ranks: the same
     # decision as one process computing it from the saved candidates on the file read in memory
     import json
 

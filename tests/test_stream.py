@@ -188,8 +188,9 @@ def test_streamed_auto_decides_on_the_whole_validation_data(parts: dict[str, Pat
     # validation spread over several files and row groups: auto streams it through both candidates
     valid_t = pq.read_table(parts["valid"])
     _write_parts(valid_t, tmp_path / "valid", files=2, group_rows=700)
-    assert run(["train", "-d", str(parts["train"]), "--valid", str(tmp_path / "valid"), "--batch-size", "1024",
-                "--buffer-rows", "4000", "--threads", "1", "--epochs", "1", "-o", str(tmp_path / "m")]) == 0
+    assert run(["train", "-d", str(parts["train"]), "--valid", str(tmp_path / "valid"), "-r", "auto",
+                "--batch-size", "1024", "--buffer-rows", "4000", "--threads", "1", "--epochs", "1",
+                "-o", str(tmp_path / "m")]) == 0
     assert "auto: kept" in capsys.readouterr().out
     sel = json.loads((tmp_path / "m" / "model.json").read_text())["selection"]
     valid = read_table(parts["valid"], sim_cfg())

@@ -112,7 +112,7 @@ def evaluate_cmd(data: Path, config: Path | None, score_column: str | None, form
 @click.option("--read-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Streaming: threads reading row groups ahead of training, each its share (same batches as 0).")
 @config_option
-@click.option("--ranker", "-r", cls=_RankerOption, default="auto", show_default=True, help="Ranker name.")
+@click.option("--ranker", "-r", cls=_RankerOption, default="harmonrank", show_default=True, help="Ranker name.")
 @click.option("--auto-rule", type=click.Choice(["gain", "ci"]), default=None,
               help="--ranker auto: keep HarmonRank if its validation AUC-sum is higher [gain], or only if the 95% "
                    "interval of that gain is above zero [ci] (docs/models.md).")

@@ -150,5 +150,5 @@ register_ranker(RankerSpec("one_step_rank_pref", NeuralRanker, "one-step rank ne
                            "concatenated to its input (the conditioned baseline)", net="one_step", loss="rank",
                            options={"preference_alpha": 1.0}, benchmark=False))
 register_ranker(RankerSpec("auto", AutoRanker, "trains harmonrank and one_step_rank, keeps harmonrank if its "
-                           "validation AUC-sum is higher (or, rule='ci', only if significantly); train's default",
+                           "validation AUC-sum is higher (or, rule='ci', only if significantly)",
                            benchmark=False))

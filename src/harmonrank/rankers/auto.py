@@ -1,18 +1,18 @@
 """``auto``: HarmonRank when the two-step structure pays on this data, its one-step ablation otherwise.
 
-The two-step relation-aware net costs about 4x the one-step net's training time and about 3x its serving
-cost, and on much data it buys nothing measurable: in this project's own runs HarmonRank ties its one-step
-ablation (``one_step_rank``, the same soft AUC-sum loss without tokens, alignment or fusion) on the default
-simulator, on KuaiRand-Pure's six days and in the two-step study (docs/benchmark.md, "When the two-step
-alignment pays"), while on a later week of KuaiRand-Pure kept aside by the project it was reported to win
-by +0.013 AUC-sum (docs/kuairand.md). Whether it pays is a property of the data, so it is checked on the
-data. Both nets are trained on the training data (same knobs and seed) and compared on the validation data
-(:func:`choose_two_step`) by one of two rules (``rule``, CLI ``--auto-rule``):
+For teams that weigh cost: the two-step relation-aware net costs about 4x the one-step net's training time
+and about 3x its serving cost, and its gain over its one-step ablation (``one_step_rank``, the same soft
+AUC-sum loss without tokens, alignment or fusion) is small: +0.0027 test AUC-sum on average over the
+two-step study's cells, +0.0074 on KuaiRand-Pure, rarely significant (docs/benchmark.md, "When the two-step
+alignment pays"). The default ranker stays ``harmonrank``: a validation check loses part of such gains
+(docs/models.md, "Which ranker to deploy"). Both nets are trained on the training data (same knobs and
+seed) and compared on the validation data (:func:`choose_two_step`) by one of two rules (``rule``, CLI
+``--auto-rule``):
 
 * ``gain`` (default): keep HarmonRank if its validation AUC-sum is higher than the one-step net's (a tie goes
-  to the cheaper one-step net). It keeps the better net in expectation: on KuaiRand-Pure HarmonRank won on
-  the test days in 5 of 5 seeds while no seed's validation gain was significant
-  (benchmarks/results/two_step_real/report.md), so a significance rule would have thrown the gain away.
+  to the cheaper one-step net). On KuaiRand-Pure HarmonRank won on the test days in 5 of 5 seeds while no
+  seed's validation gain was significant (benchmarks/results/two_step_real/report.md), so a significance rule
+  throws such gains away; ``gain`` keeps most of them.
 * ``ci``: keep HarmonRank only if the paired request-bootstrap 95% interval of that gain is above zero: for
   teams that pay HarmonRank's serving cost only for a demonstrated gain (a small validation set then needs a
   large gain).
