@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 from harmonrank import load_config, make_ranker, read_table
 from harmonrank.metrics import auc, auc_sum, paired_bootstrap_seeds
 from harmonrank.rankers import choose_two_step, request_keys
-from harmonrank.rankers.auto import ROUNDING
+from harmonrank.rankers.auto import keeps
 from harmonrank.threads import set_threads
 from harmonrank.train import TrainConfig
 
@@ -186,8 +186,7 @@ def _report(res: dict[str, Any]) -> None:
                   "| seed | valid gain [95% CI] | kept (gain) | kept (ci) | test AUC-sum HarmonRank | one_step_rank |",
                   "|---:|---|---|---|---:|---:|"]
         for r in res["auto"]:  # each rule's decision from the recorded validation gain and interval
-            r["chosen"] = "harmonrank" if r["valid_gain"] > ROUNDING else "one_step_rank"
-            r["chosen_ci"] = "harmonrank" if r["low"] > ROUNDING else "one_step_rank"
+            r["chosen"], r["chosen_ci"] = (keeps(rule, r["valid_gain"], r["low"]) for rule in ("gain", "ci"))
             t = r["test_auc_sum"]
             lines.append(f"| {r['seed']} | {r['valid_gain']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | "
                          f"{r['chosen']} | {r['chosen_ci']} | {t['harmonrank']:.4f} | {t['one_step_rank']:.4f} |")

@@ -111,16 +111,24 @@ def gather_scores(local: Tensor, sizes: list[int]) -> Tensor:
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
 
 
+def _padded(local: np.ndarray, sizes: list[int]) -> Tensor:
+    """``local`` as a tensor padded with zero rows to the longest rank's length (collectives need equal shapes)."""
+    t = torch.from_numpy(np.ascontiguousarray(local))
+    return torch.cat([t, t.new_zeros((max(sizes) - t.shape[0], *t.shape[1:]))])
+
+
+def _unpad(parts: list[Tensor], sizes: list[int]) -> np.ndarray:
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).numpy()
+
+
 def gather_rows(local: np.ndarray, sizes: list[int]) -> np.ndarray:
     """Like :func:`gather_scores` for numpy arrays without gradients (e.g. validation scores)."""
     if len(sizes) == 1:
         return local
-    t = torch.from_numpy(np.ascontiguousarray(local))
-    longest = max(sizes)
-    padded = torch.cat([t, t.new_zeros((longest - t.shape[0], *t.shape[1:]))])
+    padded = _padded(local, sizes)
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).numpy()
+    return _unpad(parts, sizes)
 
 
 def gather_rows_to_main(local: np.ndarray, sizes: list[int]) -> np.ndarray | None:
@@ -128,13 +136,10 @@ def gather_rows_to_main(local: np.ndarray, sizes: list[int]) -> np.ndarray | Non
     0 needs, so the other ranks hold no copy."""
     if len(sizes) == 1:
         return local
-    t = torch.from_numpy(np.ascontiguousarray(local))
-    longest = max(sizes)
-    padded = torch.cat([t, t.new_zeros((longest - t.shape[0], *t.shape[1:]))])
-    main = dist.get_rank() == 0
-    parts = [torch.empty_like(padded) for _ in sizes] if main else None
+    padded = _padded(local, sizes)
+    parts = [torch.empty_like(padded) for _ in sizes] if dist.get_rank() == 0 else None
     dist.gather(padded, parts, dst=0)
-    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)]).numpy() if parts is not None else None
+    return _unpad(parts, sizes) if parts is not None else None
 
 
 def broadcast_from_main(values: np.ndarray) -> np.ndarray:

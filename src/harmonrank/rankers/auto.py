@@ -26,6 +26,7 @@ deployed without retraining.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy as np
 from ..config import DatasetConfig
 from ..data import Table
 from ..errors import ConfigError, HarmonRankError
-from ..metrics import paired_bootstrap
+from ..metrics import auc_sum, paired_bootstrap
 from .base import BatchCallback, EpochCallback, Ranker, labels_of
 from .neural import NeuralRanker
 
@@ -100,6 +101,11 @@ def request_keys(request: np.ndarray) -> np.ndarray:
     return keys[inverse.reshape(-1)]
 
 
+def keeps(rule: str, gain: float, low: float) -> str:
+    """The candidate a rule keeps given HarmonRank's validation gain and the lower end of its 95% interval."""
+    return "harmonrank" if (gain if rule == "gain" else low) > ROUNDING else "one_step_rank"
+
+
 #: the rules of :func:`choose_two_step`
 RULES = {"gain": "HarmonRank if its validation AUC-sum is higher",
          "ci": "HarmonRank only if the paired request-bootstrap 95% interval of its validation gain is above zero"}
@@ -115,11 +121,8 @@ def choose_two_step(harmonrank: np.ndarray, one_step: np.ndarray, labels: np.nda
         raise ConfigError(f"rule must be one of {', '.join(RULES)}. Got {rule!r} instead.")
     res = paired_bootstrap(harmonrank, one_step, labels, request, weights=weights, n_boot=n_boot,
                            random_state=random_state)
-    from ..metrics import auc_sum
-
     sums = {"harmonrank": auc_sum(harmonrank, labels, weights), "one_step_rank": auc_sum(one_step, labels, weights)}
-    keep = (res.difference if rule == "gain" else res.low) > ROUNDING
-    return Selection("harmonrank" if keep else "one_step_rank", rule, sums, res.difference, res.low, res.high,
+    return Selection(keeps(rule, res.difference, res.low), rule, sums, res.difference, res.low, res.high,
                      n_boot, len(labels), len(np.unique(request)))
 
 
@@ -182,8 +185,6 @@ class AutoRanker(Ranker):
         resumed as auto, which keeps its candidates' checkpoints in candidates/<name>/: refused, naming it."""
         if not resume or run_dir is None or not (Path(run_dir) / "checkpoint.json").exists():
             return
-        import json
-
         try:
             ranker = json.loads((Path(run_dir) / "checkpoint.json").read_text(encoding="utf-8"))["model"]["ranker"]
         except (OSError, ValueError, KeyError, TypeError):

@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError, MissingDependencyError
 from ..features import logit
 from ..metrics import auc, gauc, oracle_scores, paired_bootstrap_seeds
 from ..rankers import RANKERS, NeuralRanker, choose_two_step, default_rankers, make_ranker, tree_matrix, tree_vocab
-from ..rankers.auto import CANDIDATES, ROUNDING, request_keys
+from ..rankers.auto import CANDIDATES, keeps, request_keys
 from ..rankers.base import labels_of
 from ..ranking import Method
 from ..threads import get_threads
@@ -309,7 +309,7 @@ def run_benchmark(
                                   keys, weights=weights, random_state=seed)
             test_sum = {c: next(r["auc_sum"] for r in per_seed if r["ranker"] == c and r["seed"] == seed)
                         for c in CANDIDATES}
-            chosen_ci = "harmonrank" if sel.low > ROUNDING else "one_step_rank"  # rule "ci" on the same numbers
+            chosen_ci = keeps("ci", sel.gain, sel.low)  # rule "ci" on the same numbers
             selection.append({"seed": seed, **asdict(sel), "chosen_ci": chosen_ci, "test_auc_sum": test_sum,
                               "auto_test_auc_sum": test_sum[sel.chosen], "auto_ci_test_auc_sum": test_sum[chosen_ci]})
             say(f"seed {seed} auto would keep {sel.chosen} (valid gain {sel.gain:+.4f} [{sel.low:+.4f}, "
