@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import kernels
 from ..errors import ConfigError
 from ..features import EncodedBatch
 from .common import LogitStandardizer, UserEncoder, log_scores
@@ -135,6 +136,10 @@ class _AlignBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d)
 
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        # the same block through the fused kernel (harmonrank/kernels), except in an exported graph (ONNX
+        # Runtime and other runtimes know only standard operators)
+        if not need_weights and not torch.compiler.is_exporting() and kernels.available(x):
+            return kernels.align_block(x, self, self.attn.heads), None
         a, w = self.attn(x, need_weights)  # w: (B, M, M) when asked for
         x = self.norm1(x + a)
         return self.norm2(x + self.ff(x)), w

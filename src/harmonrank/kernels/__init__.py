@@ -1,0 +1,268 @@
+"""A fused CPU kernel for HarmonRank's step-1 block, built on first use and loaded with ctypes.
+
+The block (self-attention over the M objective tokens, residual, LayerNorm, GELU feed-forward, residual,
+LayerNorm) is computed for 8 candidates at a time, one per SIMD lane, forward and backward
+(``align_block.cpp`` says why and how). :func:`align_block` is a drop-in for the PyTorch block: the same
+parameters, the same function (to float32 rounding; ``tests/test_kernels.py`` checks outputs and every
+gradient against the PyTorch block), differentiable through :class:`torch.autograd.Function`.
+
+Building: the C++ source (no ATen headers) is compiled once per machine with the system C++ compiler
+(``$CXX``, else ``c++``/``g++``/``clang++``; about a second) into ``$HARMONRANK_KERNEL_CACHE`` (default
+``~/.cache/harmonrank/kernels``), keyed by the source, the flags and the CPU's flags; written to a temporary
+name and renamed, so concurrent processes (torchrun ranks) never load a half-written library. If there is
+no compiler, or the build or load fails, the block runs in PyTorch and one warning says why.
+
+``HARMONRANK_FUSED_BLOCK=0`` turns the kernel off (the PyTorch block is used everywhere).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["align_block", "available", "enabled", "load_error"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("align_block.cpp")
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-march=native", "-fno-math-errno")
+_LANES = 8
+
+_lock = threading.Lock()
+_lib: Any = None
+_error: str | None = None
+_tried = False
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def enabled() -> bool:
+    """Whether the fused kernel may be used (``HARMONRANK_FUSED_BLOCK`` is not ``0``)."""
+    return os.environ.get("HARMONRANK_FUSED_BLOCK", "1") != "0"
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("HARMONRANK_KERNEL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "harmonrank" / "kernels"
+
+
+def _build() -> Path:
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join((cxx, *FLAGS, platform.machine(), _cpu_flags())).encode()).hexdigest()
+    out_dir = _cache_dir()
+    out = out_dir / f"align_block-{key[:20]}.so"
+    if out.exists():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cxx} failed: {proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _load() -> Any:
+    global _lib, _error, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if _tried:
+            return _lib
+        try:
+            lib = ctypes.CDLL(str(_build()))
+            i64, i32, f32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+            lib.hr_align_forward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, ptr, i64, i64]
+            lib.hr_align_backward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64]
+            lib.hr_align_saved_floats.argtypes = [i32, i32, i32, i32]
+            lib.hr_align_saved_floats.restype = i64
+            lib.hr_align_lanes.restype = i32
+            if lib.hr_align_lanes() != _LANES:
+                raise RuntimeError(f"kernel built with {lib.hr_align_lanes()} lanes, expected {_LANES}")
+            _lib = lib
+        except Exception as err:  # no compiler, a failed build or load: the PyTorch block stays in use
+            _error = f"{type(err).__name__}: {err}"
+            log.warning("fused HarmonRank block unavailable (%s); using the PyTorch block", _error)
+        _tried = True
+    return _lib
+
+
+def load_error() -> str | None:
+    """Why the kernel could not be built or loaded (None if it loaded or was not tried)."""
+    _load()
+    return _error
+
+
+def available(x: Tensor | None = None) -> bool:
+    """Whether :func:`align_block` can run (on ``x``: CPU, float32, 3-D)."""
+    if not enabled():
+        return False
+    if x is not None and (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3):
+        return False
+    return _load() is not None
+
+
+def _run_tiles(fn: Any, n_tiles: int, make_args: Any) -> None:
+    """Call ``fn(*make_args(part), tile0, tile1)`` over ``torch.get_num_threads()`` contiguous tile ranges
+    (ctypes releases the GIL, so the ranges run in parallel)."""
+    global _pool, _pool_size
+    n = _parts(n_tiles)
+    if n == 1:
+        fn(*make_args(0), 0, n_tiles)
+        return
+    if _pool is None or _pool_size < n:
+        _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="harmonrank-block"), n
+    bounds = [n_tiles * k // n for k in range(n + 1)]
+    pool: Any = _pool
+    futures = [pool.submit(fn, *make_args(k), bounds[k], bounds[k + 1]) for k in range(n)]
+    for f in futures:
+        f.result()
+
+
+def _parts(n_tiles: int) -> int:
+    """How many ranges the tiles run in: one per torch thread, each at least 4 tiles."""
+    return max(1, min(torch.get_num_threads(), n_tiles // 4))
+
+
+def _forward(x: Tensor, params: list[Tensor], heads: int, eps: float, keep: bool) -> tuple[Tensor, Tensor]:
+    """y, and (``keep``) the workspace the backward pass reads: n_tiles x saved floats per tile."""
+    lib = _load()
+    b, m, d = x.shape
+    ffn = params[6].shape[0]
+    n_tiles = -(-b // _LANES)
+    y = torch.empty_like(x)
+    work = torch.empty(n_tiles if keep else 0, lib.hr_align_saved_floats(m, d, heads, ffn) if keep else 0,
+                       dtype=torch.float32)
+    work_ptr = work.data_ptr() if keep else None
+    ptrs = (ctypes.c_void_p * len(params))(*(p.data_ptr() for p in params))
+    _run_tiles(lib.hr_align_forward, n_tiles,
+               lambda _k: (b, m, d, heads, ffn, eps, x.data_ptr(), ptrs, y.data_ptr(), work_ptr))
+    return y, work
+
+
+def _backward(x: Tensor, dy: Tensor, work: Tensor, params: list[Tensor], heads: int, eps: float) -> list[Tensor]:
+    lib = _load()
+    b, m, d = x.shape
+    dx = torch.empty_like(x)
+    ptrs = (ctypes.c_void_p * len(params))(*(p.data_ptr() for p in params))
+    n_tiles = -(-b // _LANES)
+    sizes = [p.numel() for p in params]
+    grads = torch.zeros(_parts(n_tiles), sum(sizes) * _LANES, dtype=torch.float32)  # per part, per lane
+    work_ptr = work.data_ptr() if work.numel() else None
+    _run_tiles(lib.hr_align_backward, n_tiles,
+               lambda k: (b, m, d, heads, params[6].shape[0], eps, x.data_ptr(), dy.data_ptr(), ptrs,
+                          dx.data_ptr(), grads[k].data_ptr(), work_ptr))
+    flat = grads.view(grads.shape[0], -1, _LANES).sum((0, 2))
+    parts = torch.split(flat, sizes)
+    return [dx, *(g.view_as(p).clone() for g, p in zip(parts, params, strict=True))]  # clones: no aliasing
+
+
+# registered as torch custom operators, so torch.compile (the Trainer's compile=True) keeps the kernel as
+# one opaque node in its graph instead of breaking the graph at a ctypes call. Two forward operators: one
+# for inference, one for training that also returns the workspace its backward operator reads.
+@torch.library.custom_op("harmonrank::align_block", mutates_args=())
+def _align_op(x: Tensor, params: list[Tensor], heads: int, eps: float) -> Tensor:
+    return _forward(x.contiguous(), [p.contiguous() for p in params], heads, eps, keep=False)[0]
+
+
+@_align_op.register_fake
+def _(x: Tensor, params: list[Tensor], heads: int, eps: float) -> Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("harmonrank::align_block_train", mutates_args=())
+def _align_train_op(x: Tensor, params: list[Tensor], heads: int, eps: float) -> tuple[Tensor, Tensor]:
+    return _forward(x.contiguous(), [p.contiguous() for p in params], heads, eps, keep=True)
+
+
+@_align_train_op.register_fake
+def _(x: Tensor, params: list[Tensor], heads: int, eps: float) -> tuple[Tensor, Tensor]:
+    n_tiles = -(-x.shape[0] // _LANES)
+    per_tile = _LANES * (8 * x.shape[1] * x.shape[2] + heads * x.shape[1] ** 2 + x.shape[1] * params[6].shape[0]
+                         + 2 * x.shape[1])  # the kernel's Tile::saved_size
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            x.new_empty((n_tiles, per_tile)))
+
+
+@torch.library.custom_op("harmonrank::align_block_backward", mutates_args=())
+def _align_backward_op(x: Tensor, dy: Tensor, work: Tensor, params: list[Tensor], heads: int,
+                       eps: float) -> list[Tensor]:
+    return _backward(x.contiguous(), dy.contiguous(), work, [p.contiguous() for p in params], heads, eps)
+
+
+@_align_backward_op.register_fake
+def _(x: Tensor, dy: Tensor, work: Tensor, params: list[Tensor], heads: int, eps: float) -> list[Tensor]:
+    return [torch.empty_like(x, memory_format=torch.contiguous_format),
+            *(torch.empty_like(p, memory_format=torch.contiguous_format) for p in params)]
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    x, params, heads, eps = inputs
+    ctx.save_for_backward(x, output[1], *params)
+    ctx.heads, ctx.eps = heads, eps
+
+
+def _autograd_backward(ctx: Any, dy: Tensor, _dwork: Tensor | None) -> tuple[Any, ...]:
+    x, work, *params = ctx.saved_tensors
+    dx, *grads = _align_backward_op(x, dy, work, params, ctx.heads, ctx.eps)
+    return dx, grads, None, None
+
+
+_align_train_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def align_block(x: Tensor, block: Any, heads: int) -> Tensor:
+    """``block(x)`` for a :class:`harmonrank.models.harmonrank._AlignBlock` ``block`` through the fused
+    kernel: (B, M, d) float32 CPU tokens -> (B, M, d). Differentiable in ``x`` and every parameter."""
+    attn = block.attn
+    if block.norm1.eps != block.norm2.eps:
+        raise ValueError("the fused block needs both LayerNorms to share eps")
+    w_qkv = torch.cat([attn.q.weight, attn.kv.weight])
+    b_qkv = torch.cat([attn.q.bias, attn.kv.bias])
+    ff1, ff2 = block.ff[0], block.ff[2]
+    params = [w_qkv, b_qkv, attn.out.weight, attn.out.bias, block.norm1.weight, block.norm1.bias, ff1.weight,
+              ff1.bias, ff2.weight, ff2.bias, block.norm2.weight, block.norm2.bias]
+    eps = float(block.norm1.eps)
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        y: Tensor = _align_train_op(x, params, heads, eps)[0]
+        return y
+    out: Tensor = _align_op(x, params, heads, eps)
+    return out

@@ -1,0 +1,493 @@
+// The HarmonRank step-1 block (multi-head self-attention over M objective tokens, residual, LayerNorm,
+// GELU feed-forward, residual, LayerNorm; post-norm) fused into one pass per tile of 8 candidates.
+//
+// Why: at M = 6 tokens of d = 16 every PyTorch operator of this block works on tiny inner dimensions
+// (dot products of 8 numbers, softmaxes over 6), so a training step spends 80% of its time here at a few
+// GFLOP/s (benchmarks/results/train_step.md). Here the 8 candidates of a tile sit in the 8 lanes of one
+// SIMD register: every scalar operation of the per-candidate algorithm becomes one vector instruction,
+// and all intermediates of a tile stay in L1.
+//
+// Plain C++ with GCC/Clang vector extensions (no ATen headers: builds in about a second), loaded with
+// ctypes by harmonrank/kernels/__init__.py, which also holds the reference semantics (the PyTorch block).
+// The backward pass recomputes the tile's forward from x (nothing is saved between the passes) and adds
+// the weight gradients into per-lane accumulators that the caller sums.
+//
+// Layouts: x, y, dy, dx are (B, M, d) row-major float32. Parameters (float32, row-major, nn.Linear's
+// (out, in)): wqkv (3d, d) = [q; k; v] weights, bqkv (3d), wo (d, d), bo (d), g1/be1 (d) LayerNorm 1,
+// w1 (F, d), b1 (F), w2 (d, F), b2 (d), g2/be2 (d) LayerNorm 2. Head h uses columns h*dh .. h*dh+dh-1
+// of each of q, k and v, as nn.MultiheadAttention and harmonrank.models.harmonrank._Attention do.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int T = 8;  // candidates per tile = float lanes of one 256-bit register
+typedef float vf __attribute__((vector_size(T * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(T * sizeof(int32_t))));
+
+inline vf splat(float v) { return vf{} + v; }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+
+#define HR_INLINE inline __attribute__((always_inline))
+
+// exp, Cephes' single-precision polynomial (relative error ~1e-7 over the clamped range)
+HR_INLINE vf vexp(vf x) {
+    x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
+    vf fx = x * 1.44269504088896341f + 0.5f;
+    vf t = __builtin_convertvector(__builtin_convertvector(fx, vi), vf);
+    vf n = t > fx ? t - 1.0f : t;  // floor
+    x = x - n * 0.693359375f - n * -2.12194440e-4f;
+    vf z = x * x;
+    vf y = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x
+             + 1.6666665459e-1f) * x + 5.0000001201e-1f;
+    y = y * z + x + 1.0f;
+    vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+    return y * (vf)bits;
+}
+
+// GELU(x) = x Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2, erf by Abramowitz & Stegun 7.1.26 (absolute
+// error <= 1.5e-7); GELU'(x) = Phi(x) + x phi(x), and the exp(-x^2/2) of phi is the one erf already needs
+HR_INLINE void normal_cdf_pdf(vf x, vf& cdf, vf& pdf) {
+    vf a = (x < 0.0f ? -x : x) * 0.70710678118654752f;
+    vf t = 1.0f / (1.0f + 0.3275911f * a);
+    vf p = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
+    vf e = vexp(-a * a);
+    vf half_erfc = 0.5f * p * e;  // (1 - erf(|x|/sqrt 2)) / 2
+    cdf = x < 0.0f ? half_erfc : 1.0f - half_erfc;
+    pdf = 0.39894228040143268f * e;
+}
+
+inline vf vrsqrt(vf x) {
+    vf r;
+    for (int t = 0; t < T; ++t) r[t] = 1.0f / std::sqrt(x[t]);
+    return r;
+}
+
+struct Buf {  // a tile buffer living elsewhere (scratch or a workspace slot)
+    vf* ptr = nullptr;
+    vf* data() const { return ptr; }
+    vf& operator[](int k) const { return ptr[k]; }
+};
+
+struct Params {
+    const float *wqkv, *bqkv, *wo, *bo, *g1, *be1, *w1, *b1, *w2, *b2, *g2, *be2;
+};
+
+// out[m][o] = b[o] + sum_i W[o][i] in[m][i]; four outputs at a time (independent FMA chains, one load of
+// in[m][i] per four FMAs)
+HR_INLINE void linear(const float* W, const float* b, const vf* in, vf* out, int M, int nin, int nout) {
+    for (int m = 0; m < M; ++m) {
+        const vf* x = in + m * nin;
+        vf* y = out + m * nout;
+        int o = 0;
+        for (; o + 8 <= nout; o += 8) {
+            vf a[8];
+            for (int k = 0; k < 8; ++k) a[k] = splat(b[o + k]);
+            for (int i = 0; i < nin; ++i) {
+                vf xi = x[i];
+                for (int k = 0; k < 8; ++k) a[k] += W[(o + k) * nin + i] * xi;
+            }
+            for (int k = 0; k < 8; ++k) y[o + k] = a[k];
+        }
+        for (; o < nout; ++o) {
+            const float* w = W + o * nin;
+            vf acc = splat(b[o]);
+            for (int i = 0; i < nin; ++i) acc += w[i] * x[i];
+            y[o] = acc;
+        }
+    }
+}
+
+// din[m][i] (+)= sum_o W[o][i] dout[m][o]; four inputs at a time
+HR_INLINE void linear_back_input(const float* W, const vf* dout, vf* din, int M, int nin, int nout, bool add) {
+    for (int m = 0; m < M; ++m) {
+        vf* dx = din + m * nin;
+        const vf* dy = dout + m * nout;
+        int i = 0;
+        for (; i + 4 <= nin; i += 4) {
+            vf a0 = vf{}, a1 = vf{}, a2 = vf{}, a3 = vf{};
+            for (int o = 0; o < nout; ++o) {
+                const float* w = W + o * nin + i;
+                vf g = dy[o];
+                a0 += w[0] * g;
+                a1 += w[1] * g;
+                a2 += w[2] * g;
+                a3 += w[3] * g;
+            }
+            if (add) {
+                dx[i] += a0;
+                dx[i + 1] += a1;
+                dx[i + 2] += a2;
+                dx[i + 3] += a3;
+            } else {
+                dx[i] = a0;
+                dx[i + 1] = a1;
+                dx[i + 2] = a2;
+                dx[i + 3] = a3;
+            }
+        }
+        for (; i < nin; ++i) {
+            vf a = vf{};
+            for (int o = 0; o < nout; ++o) a += W[o * nin + i] * dy[o];
+            dx[i] = add ? dx[i] + a : a;
+        }
+    }
+}
+
+// gW[o][i] += sum_m dout[m][o] in[m][i]; gb[o] += sum_m dout[m][o]  (per-lane accumulators)
+HR_INLINE void linear_back_weight(const vf* in, const vf* dout, vf* gW, vf* gb, int M, int nin, int nout) {
+    for (int o = 0; o < nout; ++o) {
+        vf sb = vf{};
+        for (int m = 0; m < M; ++m) sb += dout[m * nout + o];
+        gb[o] += sb;
+        vf* g = gW + o * nin;
+        int i = 0;
+        for (; i + 4 <= nin; i += 4) {
+            vf a0 = vf{}, a1 = vf{}, a2 = vf{}, a3 = vf{};
+            for (int m = 0; m < M; ++m) {
+                vf dy = dout[m * nout + o];
+                const vf* x = in + m * nin + i;
+                a0 += dy * x[0];
+                a1 += dy * x[1];
+                a2 += dy * x[2];
+                a3 += dy * x[3];
+            }
+            g[i] += a0;
+            g[i + 1] += a1;
+            g[i + 2] += a2;
+            g[i + 3] += a3;
+        }
+        for (; i < nin; ++i) {
+            vf acc = vf{};
+            for (int m = 0; m < M; ++m) acc += dout[m * nout + o] * in[m * nin + i];
+            g[i] += acc;
+        }
+    }
+}
+
+// LayerNorm over the d features of each token: r (M, d) -> n (normalised), rs (M), out = n * g + be
+HR_INLINE void layer_norm(const vf* r, vf* n, vf* rs, vf* out, const float* g, const float* be, int M, int d,
+                       float eps) {
+    float inv_d = 1.0f / static_cast<float>(d);
+    for (int m = 0; m < M; ++m) {
+        const vf* x = r + m * d;
+        vf mu = vf{};
+        for (int o = 0; o < d; ++o) mu += x[o];
+        mu *= inv_d;
+        vf var = vf{};
+        for (int o = 0; o < d; ++o) {
+            vf c = x[o] - mu;
+            var += c * c;
+        }
+        vf s = vrsqrt(var * inv_d + eps);
+        rs[m] = s;
+        for (int o = 0; o < d; ++o) {
+            vf v = (x[o] - mu) * s;
+            n[m * d + o] = v;
+            out[m * d + o] = v * g[o] + be[o];
+        }
+    }
+}
+
+// dout (M, d) -> dr (M, d) through out = LN(r) * g + be; gg, gbe accumulate
+HR_INLINE void layer_norm_back(const vf* dout, const vf* n, const vf* rs, const float* g, vf* dr, vf* gg, vf* gbe,
+                            int M, int d) {
+    float inv_d = 1.0f / static_cast<float>(d);
+    for (int m = 0; m < M; ++m) {
+        vf a = vf{}, b = vf{};
+        for (int o = 0; o < d; ++o) {
+            vf dy = dout[m * d + o], nv = n[m * d + o];
+            gg[o] += dy * nv;
+            gbe[o] += dy;
+            vf dn = dy * g[o];
+            a += dn;
+            b += dn * nv;
+        }
+        a *= inv_d;
+        b *= inv_d;
+        for (int o = 0; o < d; ++o) dr[m * d + o] = rs[m] * (dout[m * d + o] * g[o] - a - n[m * d + o] * b);
+    }
+}
+
+#define HR_DIMS                                  \
+    const int M = CM ? CM : M_;                  \
+    const int d = CD ? CD : d_;                  \
+    const int H = CH ? CH : H_;                  \
+    const int F = CF ? CF : F_;                  \
+    const int dh = d / H;                        \
+    (void)H;                                     \
+    (void)F;                                     \
+    (void)dh;
+
+// CM, CD, CH, CF > 0 fix the token count, width, heads and feed-forward width at compile time (the common
+// configurations; the loops then unroll), 0 takes them at run time
+template <int CM, int CD, int CH, int CF>
+struct Tile {
+    int M_, d_, H_, F_;
+    float eps, scale;
+    // what the backward pass needs from the forward pass: in the tile's own scratch, or bound to a tile's slot
+    // of a caller's workspace (training: the forward pass leaves them there and the backward pass reads them
+    // back instead of recomputing the forward pass)
+    Buf x, qkv, p, o, n1, rs1, x1, hp, n2, rs2;
+    std::vector<vf> saved_scratch, r, ha, cdf, pdf, y;
+    // backward scratch
+    std::vector<vf> dr2, dx1, dha, dr1, dO, dqkv, dx, da;
+
+    Tile(int M, int d, int H, int F, float eps_)
+        : M_(M), d_(d), H_(H), F_(F), eps(eps_), scale(1.0f / std::sqrt(static_cast<float>(d / H))),
+          saved_scratch(saved_size(M, d, H, F)), r(M * d), ha(M * F), cdf(M * F), pdf(M * F), y(M * d),
+          dr2(M * d), dx1(M * d), dha(M * F), dr1(M * d), dO(M * d), dqkv(M * 3 * d), dx(M * d), da(M) {
+        bind(saved_scratch.data());
+    }
+
+    static int64_t saved_size(int M, int d, int H, int F) {  // vectors per tile
+        return int64_t(M) * d * 8 + int64_t(H) * M * M + int64_t(M) * F + 2 * M;
+    }
+
+    void bind(vf* base) {
+        const int M = M_, d = d_, H = H_, F = F_;
+        vf* q = base;
+        auto take = [&q](int n) { Buf b{q}; q += n; return b; };
+        x = take(M * d);
+        qkv = take(M * 3 * d);
+        p = take(H * M * M);
+        o = take(M * d);
+        n1 = take(M * d);
+        rs1 = take(M);
+        x1 = take(M * d);
+        hp = take(M * F);
+        n2 = take(M * d);
+        rs2 = take(M);
+    }
+
+    // GELU's input -> its value, Phi and phi (the backward pass recomputes them from the saved input)
+    void gelu_parts() {
+        HR_DIMS
+        for (int k = 0; k < M * F; ++k) {
+            normal_cdf_pdf(hp[k], cdf[k], pdf[k]);
+            ha[k] = hp[k] * cdf[k];
+        }
+    }
+
+
+
+    // (B, M, d) rows of the tile's candidates <-> lane t of each vector (plain scalar moves through a float
+    // view: writing one lane of a vector value would be a load-insert-store per element)
+    void gather(const float* src, int64_t b0, int64_t B, vf* dst) const {
+        HR_DIMS
+        const int md = M * d;
+        float* out = reinterpret_cast<float*>(dst);
+        for (int t = 0; t < T; ++t) {
+            int64_t b = b0 + t;
+            if (b < B) {
+                const float* s = src + b * md;
+                for (int k = 0; k < md; ++k) out[k * T + t] = s[k];
+            } else {
+                for (int k = 0; k < md; ++k) out[k * T + t] = 0.0f;
+            }
+        }
+    }
+
+    void scatter(const std::vector<vf>& src, int64_t b0, int64_t B, float* dst) const {
+        HR_DIMS
+        const int md = M * d;
+        const float* in = reinterpret_cast<const float*>(src.data());
+        for (int t = 0; t < T && b0 + t < B; ++t) {
+            float* s = dst + (b0 + t) * md;
+            for (int k = 0; k < md; ++k) s[k] = in[k * T + t];
+        }
+    }
+
+    void forward(const Params& P) {
+        HR_DIMS
+        const int d3 = 3 * d;
+        linear(P.wqkv, P.bqkv, x.data(), qkv.data(), M, d, d3);
+        for (int h = 0; h < H; ++h) {
+            const int c0 = h * dh;
+            for (int i = 0; i < M; ++i) {
+                vf* pi = p.data() + (h * M + i) * M;
+                const vf* q = qkv.data() + i * d3 + c0;
+                vf mx = splat(-INFINITY);
+                for (int j = 0; j < M; ++j) {
+                    const vf* k = qkv.data() + j * d3 + d + c0;
+                    vf s = vf{};
+                    for (int e = 0; e < dh; ++e) s += q[e] * k[e];
+                    s *= scale;
+                    pi[j] = s;
+                    mx = vmax(mx, s);
+                }
+                vf sum = vf{};
+                for (int j = 0; j < M; ++j) {
+                    vf ev = vexp(pi[j] - mx);
+                    pi[j] = ev;
+                    sum += ev;
+                }
+                vf inv = 1.0f / sum;
+                for (int j = 0; j < M; ++j) pi[j] *= inv;
+                vf* oi = o.data() + i * d + c0;
+                for (int e = 0; e < dh; ++e) oi[e] = vf{};
+                for (int j = 0; j < M; ++j) {
+                    const vf* v = qkv.data() + j * d3 + 2 * d + c0;
+                    vf a = pi[j];
+                    for (int e = 0; e < dh; ++e) oi[e] += a * v[e];
+                }
+            }
+        }
+        linear(P.wo, P.bo, o.data(), r.data(), M, d, d);
+        for (int k = 0; k < M * d; ++k) r[k] += x[k];
+        layer_norm(r.data(), n1.data(), rs1.data(), x1.data(), P.g1, P.be1, M, d, eps);
+        linear(P.w1, P.b1, x1.data(), hp.data(), M, d, F);
+        gelu_parts();
+        linear(P.w2, P.b2, ha.data(), r.data(), M, F, d);
+        for (int k = 0; k < M * d; ++k) r[k] += x1[k];
+        layer_norm(r.data(), n2.data(), rs2.data(), y.data(), P.g2, P.be2, M, d, eps);
+    }
+
+    // dy is in `y` on entry; dx is left in `dx`; weight gradients added to G (per-lane, parameter order)
+    void backward(const Params& P, vf* G) {
+        HR_DIMS
+        const int d3 = 3 * d;
+        vf* gWqkv = G;
+        vf* gbqkv = gWqkv + d3 * d;
+        vf* gWo = gbqkv + d3;
+        vf* gbo = gWo + d * d;
+        vf* gg1 = gbo + d;
+        vf* gbe1 = gg1 + d;
+        vf* gW1 = gbe1 + d;
+        vf* gb1 = gW1 + F * d;
+        vf* gW2 = gb1 + F;
+        vf* gb2 = gW2 + d * F;
+        vf* gg2 = gb2 + d;
+        vf* gbe2 = gg2 + d;
+
+        layer_norm_back(y.data(), n2.data(), rs2.data(), P.g2, dr2.data(), gg2, gbe2, M, d);
+        linear_back_weight(ha.data(), dr2.data(), gW2, gb2, M, F, d);
+        linear_back_input(P.w2, dr2.data(), dha.data(), M, F, d, false);
+        for (int k = 0; k < M * F; ++k) dha[k] *= cdf[k] + hp[k] * pdf[k];
+        linear_back_weight(x1.data(), dha.data(), gW1, gb1, M, d, F);
+        for (int k = 0; k < M * d; ++k) dx1[k] = dr2[k];
+        linear_back_input(P.w1, dha.data(), dx1.data(), M, d, F, true);
+        layer_norm_back(dx1.data(), n1.data(), rs1.data(), P.g1, dr1.data(), gg1, gbe1, M, d);
+        linear_back_weight(o.data(), dr1.data(), gWo, gbo, M, d, d);
+        linear_back_input(P.wo, dr1.data(), dO.data(), M, d, d, false);
+
+        for (int k = 0; k < M * d3; ++k) dqkv[k] = vf{};
+        for (int h = 0; h < H; ++h) {
+            const int c0 = h * dh;
+            for (int i = 0; i < M; ++i) {
+                const vf* pi = p.data() + (h * M + i) * M;
+                const vf* doi = dO.data() + i * d + c0;
+                vf dot = vf{};
+                for (int j = 0; j < M; ++j) {
+                    const vf* v = qkv.data() + j * d3 + 2 * d + c0;
+                    vf* dv = dqkv.data() + j * d3 + 2 * d + c0;
+                    vf a = vf{};
+                    for (int e = 0; e < dh; ++e) {
+                        a += doi[e] * v[e];
+                        dv[e] += pi[j] * doi[e];
+                    }
+                    da[j] = a;
+                    dot += pi[j] * a;
+                }
+                const vf* q = qkv.data() + i * d3 + c0;
+                vf* dq = dqkv.data() + i * d3 + c0;
+                for (int j = 0; j < M; ++j) {
+                    vf ds = pi[j] * (da[j] - dot) * scale;
+                    const vf* k = qkv.data() + j * d3 + d + c0;
+                    vf* dk = dqkv.data() + j * d3 + d + c0;
+                    for (int e = 0; e < dh; ++e) {
+                        dq[e] += ds * k[e];
+                        dk[e] += ds * q[e];
+                    }
+                }
+            }
+        }
+        linear_back_weight(x.data(), dqkv.data(), gWqkv, gbqkv, M, d, d3);
+        for (int k = 0; k < M * d; ++k) dx[k] = dr1[k];
+        linear_back_input(P.wqkv, dqkv.data(), dx.data(), M, d, d3, true);
+    }
+};
+
+Params params(const float* const* p) {
+    return Params{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]};
+}
+
+template <int CM, int CD, int CH, int CF>
+void run_forward(int64_t B, int M, int d, int H, int F, float eps, const float* x, const Params& P, float* y,
+                 vf* work, int64_t tile0, int64_t tile1) {
+    Tile<CM, CD, CH, CF> tile(M, d, H, F, eps);
+    const int64_t slot = Tile<CM, CD, CH, CF>::saved_size(M, d, H, F);
+    for (int64_t tt = tile0; tt < tile1; ++tt) {
+        int64_t b0 = tt * T;
+        if (work) tile.bind(work + tt * slot);
+        tile.gather(x, b0, B, tile.x.data());
+        tile.forward(P);
+        tile.scatter(tile.y, b0, B, y);
+    }
+}
+
+template <int CM, int CD, int CH, int CF>
+void run_backward(int64_t B, int M, int d, int H, int F, float eps, const float* x, const float* dy,
+                  const Params& P, float* dx, vf* G, vf* work, int64_t tile0, int64_t tile1) {
+    Tile<CM, CD, CH, CF> tile(M, d, H, F, eps);
+    const int64_t slot = Tile<CM, CD, CH, CF>::saved_size(M, d, H, F);
+    for (int64_t tt = tile0; tt < tile1; ++tt) {
+        int64_t b0 = tt * T;
+        if (work) {
+            tile.bind(work + tt * slot);
+            tile.gelu_parts();
+        } else {
+            tile.gather(x, b0, B, tile.x.data());
+            tile.forward(P);
+        }
+        tile.gather(dy, b0, B, tile.y.data());
+        tile.backward(P, G);
+        tile.scatter(tile.dx, b0, B, dx);
+    }
+}
+
+// the default net (6 objectives, d 16, 2 heads, feed-forward 32) and its preference variant (7 tokens)
+// get compile-time sizes; anything else runs the same code with run-time sizes
+#define HR_DISPATCH(FN, ...)                                                   \
+    if (M == 6 && d == 16 && H == 2 && F == 32)                                \
+        FN<6, 16, 2, 32>(__VA_ARGS__);                                         \
+    else if (M == 7 && d == 16 && H == 2 && F == 32)                           \
+        FN<7, 16, 2, 32>(__VA_ARGS__);                                         \
+    else                                                                       \
+        FN<0, 0, 0, 0>(__VA_ARGS__);
+
+}  // namespace
+
+extern "C" {
+
+int hr_align_lanes() { return T; }
+
+// floats per tile of the training workspace
+int64_t hr_align_saved_floats(int M, int d, int H, int F) { return Tile<0, 0, 0, 0>::saved_size(M, d, H, F) * T; }
+
+// y[b] = block(x[b]) for the candidates of tiles [tile0, tile1); with a workspace (n_tiles x saved floats,
+// or null) the forward pass leaves there what the backward pass needs
+void hr_align_forward(int64_t B, int M, int d, int H, int F, float eps, const float* x, const float* const* p,
+                      float* y, float* work, int64_t tile0, int64_t tile1) {
+    Params P = params(p);
+    vf* W = reinterpret_cast<vf*>(work);
+    HR_DISPATCH(run_forward, B, M, d, H, F, eps, x, P, y, W, tile0, tile1)
+}
+
+// dx[b] = d block / d x[b] applied to dy[b]; grads (n_params x T floats, zeroed by the caller) accumulates
+// the parameter gradients per lane, in the order wqkv, bqkv, wo, bo, g1, be1, w1, b1, w2, b2, g2, be2.
+// With the forward pass's workspace, x is not read (the workspace holds it); without, the forward pass is
+// recomputed from x
+void hr_align_backward(int64_t B, int M, int d, int H, int F, float eps, const float* x, const float* dy,
+                       const float* const* p, float* dx, float* grads, float* work, int64_t tile0, int64_t tile1) {
+    Params P = params(p);
+    vf* G = reinterpret_cast<vf*>(grads);
+    vf* W = reinterpret_cast<vf*>(work);
+    HR_DISPATCH(run_backward, B, M, d, H, F, eps, x, dy, P, dx, G, W, tile0, tile1)
+}
+
+}  // extern "C"

@@ -1,0 +1,157 @@
+"""The fused step-1 block (harmonrank.kernels) against the PyTorch block, in float64, forward and every gradient."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from harmonrank import kernels
+from harmonrank.features import EncodedBatch
+from harmonrank.models.harmonrank import EnsembleConfig, HarmonRankNet, _AlignBlock
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"fused block unavailable: {kernels.load_error()}")
+
+
+def _block(d: int, heads: int, ffn: int, seed: int = 0) -> _AlignBlock:
+    torch.manual_seed(seed)
+    blk = _AlignBlock(d, heads, ffn)
+    with torch.no_grad():  # move LayerNorm's affine parameters off 1 / 0 so their gradients are exercised
+        for p in blk.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return blk
+
+
+def _grads(blk: _AlignBlock, x: torch.Tensor, dy: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    x = x.clone().requires_grad_(True)
+    y, _ = blk(x)
+    return (y.detach(), *torch.autograd.grad(y, [x, *blk.parameters()], dy))
+
+
+@pytest.mark.parametrize(("b", "m", "d", "heads", "ffn"), [
+    (1, 6, 16, 2, 32), (7, 6, 16, 2, 32), (8, 6, 16, 2, 32), (37, 6, 16, 2, 32), (300, 6, 16, 2, 32),
+    (45, 7, 16, 2, 32),  # the preference net's M + 1 tokens (compile-time sizes too)
+    (19, 4, 16, 4, 24), (10, 2, 8, 1, 8), (33, 10, 12, 3, 20),  # run-time sizes
+])
+def test_fused_block_matches_pytorch_in_float64(b: int, m: int, d: int, heads: int, ffn: int) -> None:
+    blk = _block(d, heads, ffn)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, m, d, generator=g) * 2
+    dy = torch.randn(b, m, d, generator=g)
+    fused = _grads(blk, x, dy)  # float32 CPU: the kernel
+    ref = _grads(copy.deepcopy(blk).double(), x.double(), dy.double())  # float64: the PyTorch operators
+    names = ["y", "x", *(n for n, _ in blk.named_parameters())]
+    for name, a, r in zip(names, fused, ref, strict=True):
+        assert a.dtype == torch.float32 and a.shape == r.shape, name
+        scale = 1.0 + r.abs().max().item()
+        assert (a.double() - r).abs().max().item() <= 2e-5 * scale, name
+
+
+def test_fused_block_saturated_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large tokens: softmax rows near one-hot, GELU far in both tails (the kernel's own exp and erf). Here
+    float32 itself loses digits, so the kernel's error is held to PyTorch's own float32 error (times 4)."""
+    blk = _block(16, 2, 32)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 6, 16, generator=g) * 40
+    dy = torch.randn(64, 6, 16, generator=g)
+    fused = _grads(blk, x, dy)
+    ref = _grads(copy.deepcopy(blk).double(), x.double(), dy.double())
+    monkeypatch.setenv("HARMONRANK_FUSED_BLOCK", "0")
+    torch32 = _grads(blk, x, dy)
+    for a, r, t in zip(fused, ref, torch32, strict=True):
+        assert torch.isfinite(a).all()
+        assert (a.double() - r).abs().max().item() <= 4 * (t.double() - r).abs().max().item() + 1e-6
+
+
+def test_fused_block_thread_count_changes_only_rounding() -> None:
+    blk = _block(16, 2, 32)
+    g = torch.Generator().manual_seed(3)
+    x, dy = torch.randn(999, 6, 16, generator=g), torch.randn(999, 6, 16, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _grads(blk, x, dy)
+        torch.set_num_threads(2)
+        two = _grads(blk, x, dy)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])  # per candidate: identical
+    for a, b in zip(one[2:], two[2:], strict=True):  # parameter gradients: float32 sums in another order
+        assert (a - b).abs().max().item() <= 1e-5 * (1.0 + b.abs().max().item()) * 10
+
+
+def test_custom_op_registration() -> None:
+    """torch.library's own checks of the operator: schema, fake (meta) implementation, autograd registration."""
+    blk = _block(16, 2, 32)
+    x = torch.randn(21, 6, 16, requires_grad=True)
+    attn, ff1, ff2 = blk.attn, blk.ff[0], blk.ff[2]
+    params = [torch.cat([attn.q.weight, attn.kv.weight]).detach().requires_grad_(),
+              torch.cat([attn.q.bias, attn.kv.bias]).detach().requires_grad_(),
+              *(p.detach().requires_grad_() for p in (attn.out.weight, attn.out.bias, blk.norm1.weight,
+                                                        blk.norm1.bias, ff1.weight, ff1.bias, ff2.weight, ff2.bias,
+                                                        blk.norm2.weight, blk.norm2.bias))]
+    torch.library.opcheck(kernels._align_op, (x, params, 2, 1e-5),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def _net_and_batch(b: int = 257) -> tuple[HarmonRankNet, EncodedBatch]:
+    torch.manual_seed(0)
+    net = HarmonRankNet(EnsembleConfig(objectives=tuple("abcdef"), vocab_sizes=(4, 3), numeric_dim=2))
+    g = torch.Generator().manual_seed(4)
+    batch = EncodedBatch(torch.rand(b, 6, generator=g, dtype=torch.float64),
+                         torch.randint(0, 3, (b, 2), generator=g), torch.randn(b, 2, generator=g))
+    return net, batch
+
+
+def test_net_uses_the_kernel_and_matches_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    net, batch = _net_and_batch()
+    calls = []
+    real = kernels.align_block
+    monkeypatch.setattr(kernels, "align_block", lambda *a: calls.append(1) or real(*a))
+    fused = net(batch)
+    g_fused = torch.autograd.grad(fused.sum(), list(net.parameters()))
+    assert calls, "the default CPU float32 net should use the fused block"
+    monkeypatch.setenv("HARMONRANK_FUSED_BLOCK", "0")
+    n_calls = len(calls)
+    plain = net(batch)
+    g_plain = torch.autograd.grad(plain.sum(), list(net.parameters()))
+    assert len(calls) == n_calls, "HARMONRANK_FUSED_BLOCK=0 must keep the PyTorch block"
+    assert torch.allclose(fused, plain, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_fused, g_plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    # the attention map (analysis, plots) still comes from the PyTorch block
+    monkeypatch.setenv("HARMONRANK_FUSED_BLOCK", "1")
+    assert net.attention(batch).shape == (257, 6, 6)
+
+
+def test_compiled_graph_keeps_the_kernel_without_a_graph_break() -> None:
+    """torch.compile sees one custom operator (fullgraph=True fails on any graph break); the aot_eager backend
+    runs the same autograd split the Trainer's inductor compile does, without generating C++."""
+    net, batch = _net_and_batch(64)
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    out = compiled(batch)
+    grads = torch.autograd.grad(out.sum(), list(net.parameters()))
+    ref = net(batch)
+    ref_grads = torch.autograd.grad(ref.sum(), list(net.parameters()))
+    assert torch.allclose(out, ref, atol=1e-6)
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_build_failure_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """A compiler that fails raises with its message, and nothing is left in the cache."""
+    monkeypatch.setenv("HARMONRANK_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")
+    with pytest.raises(RuntimeError, match="false failed"):
+        kernels._build()
+    assert not list(tmp_path.iterdir())  # type: ignore[attr-defined]
+
+
+def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARMONRANK_FUSED_BLOCK", "0")
+    assert not kernels.available()
+    monkeypatch.setenv("HARMONRANK_FUSED_BLOCK", "1")
+    assert kernels.available(torch.zeros(2, 6, 16))
+    assert not kernels.available(torch.zeros(2, 6, 16, dtype=torch.float64))
+    assert not kernels.available(torch.zeros(6, 16))
