@@ -125,9 +125,12 @@ def test_net_uses_the_kernel_and_matches_without_it(monkeypatch: pytest.MonkeyPa
     assert net.attention(batch).shape == (257, 6, 6)
 
 
-def test_compiled_graph_keeps_the_kernel_without_a_graph_break() -> None:
-    """torch.compile sees one custom operator (fullgraph=True fails on any graph break); the aot_eager backend
-    runs the same autograd split the Trainer's inductor compile does, without generating C++."""
+def test_compiled_graph_keeps_the_kernel_without_a_graph_break(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile sees one custom operator (fullgraph=True fails on any graph break), also when the kernel is
+    first loaded inside the compiled call; the aot_eager backend runs the same autograd split the Trainer's
+    inductor compile does, without generating C++."""
+    monkeypatch.setattr(kernels, "_tried", False)  # as in a fresh process: the load happens while tracing
+    monkeypatch.setattr(kernels, "_lib", None)
     net, batch = _net_and_batch(64)
     compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
     out = compiled(batch)

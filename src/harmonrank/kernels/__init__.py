@@ -110,10 +110,8 @@ def _load() -> Any:
         try:
             lib = ctypes.CDLL(str(_build()))
             i64, i32, f32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-            lib.hr_align_forward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, ptr, i64, i64]
-            lib.hr_align_backward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64]
-            lib.hr_align_saved_floats.argtypes = [i32, i32, i32, i32]
-            lib.hr_align_saved_floats.restype = i64
+            lib.hr_align_forward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, i64, i64]
+            lib.hr_align_backward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, ptr, ptr, i64, i64]
             lib.hr_align_lanes.restype = i32
             if lib.hr_align_lanes() != _LANES:
                 raise RuntimeError(f"kernel built with {lib.hr_align_lanes()} lanes, expected {_LANES}")
@@ -131,13 +129,18 @@ def load_error() -> str | None:
     return _error
 
 
+@torch.compiler.assume_constant_result
+def _ready() -> bool:
+    """Enabled and loaded. torch.compile evaluates this once while tracing and keeps the answer as a constant
+    (tracing into the build's lock would break the graph)."""
+    return enabled() and _load() is not None
+
+
 def available(x: Tensor | None = None) -> bool:
     """Whether :func:`align_block` can run (on ``x``: CPU, float32, 3-D)."""
-    if not enabled():
-        return False
     if x is not None and (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3):
         return False
-    return _load() is not None
+    return _ready()
 
 
 def _run_tiles(fn: Any, n_tiles: int, make_args: Any) -> None:
@@ -162,23 +165,17 @@ def _parts(n_tiles: int) -> int:
     return max(1, min(torch.get_num_threads(), n_tiles // 4))
 
 
-def _forward(x: Tensor, params: list[Tensor], heads: int, eps: float, keep: bool) -> tuple[Tensor, Tensor]:
-    """y, and (``keep``) the workspace the backward pass reads: n_tiles x saved floats per tile."""
+def _forward(x: Tensor, params: list[Tensor], heads: int, eps: float) -> Tensor:
     lib = _load()
     b, m, d = x.shape
-    ffn = params[6].shape[0]
-    n_tiles = -(-b // _LANES)
     y = torch.empty_like(x)
-    work = torch.empty(n_tiles if keep else 0, lib.hr_align_saved_floats(m, d, heads, ffn) if keep else 0,
-                       dtype=torch.float32)
-    work_ptr = work.data_ptr() if keep else None
     ptrs = (ctypes.c_void_p * len(params))(*(p.data_ptr() for p in params))
-    _run_tiles(lib.hr_align_forward, n_tiles,
-               lambda _k: (b, m, d, heads, ffn, eps, x.data_ptr(), ptrs, y.data_ptr(), work_ptr))
-    return y, work
+    _run_tiles(lib.hr_align_forward, -(-b // _LANES),
+               lambda _k: (b, m, d, heads, params[6].shape[0], eps, x.data_ptr(), ptrs, y.data_ptr()))
+    return y
 
 
-def _backward(x: Tensor, dy: Tensor, work: Tensor, params: list[Tensor], heads: int, eps: float) -> list[Tensor]:
+def _backward(x: Tensor, dy: Tensor, params: list[Tensor], heads: int, eps: float) -> list[Tensor]:
     lib = _load()
     b, m, d = x.shape
     dx = torch.empty_like(x)
@@ -186,21 +183,19 @@ def _backward(x: Tensor, dy: Tensor, work: Tensor, params: list[Tensor], heads: 
     n_tiles = -(-b // _LANES)
     sizes = [p.numel() for p in params]
     grads = torch.zeros(_parts(n_tiles), sum(sizes) * _LANES, dtype=torch.float32)  # per part, per lane
-    work_ptr = work.data_ptr() if work.numel() else None
     _run_tiles(lib.hr_align_backward, n_tiles,
                lambda k: (b, m, d, heads, params[6].shape[0], eps, x.data_ptr(), dy.data_ptr(), ptrs,
-                          dx.data_ptr(), grads[k].data_ptr(), work_ptr))
+                          dx.data_ptr(), grads[k].data_ptr()))
     flat = grads.view(grads.shape[0], -1, _LANES).sum((0, 2))
     parts = torch.split(flat, sizes)
     return [dx, *(g.view_as(p).clone() for g, p in zip(parts, params, strict=True))]  # clones: no aliasing
 
 
 # registered as torch custom operators, so torch.compile (the Trainer's compile=True) keeps the kernel as
-# one opaque node in its graph instead of breaking the graph at a ctypes call. Two forward operators: one
-# for inference, one for training that also returns the workspace its backward operator reads.
+# one opaque node in its graph instead of breaking the graph at a ctypes call
 @torch.library.custom_op("harmonrank::align_block", mutates_args=())
 def _align_op(x: Tensor, params: list[Tensor], heads: int, eps: float) -> Tensor:
-    return _forward(x.contiguous(), [p.contiguous() for p in params], heads, eps, keep=False)[0]
+    return _forward(x.contiguous(), [p.contiguous() for p in params], heads, eps)
 
 
 @_align_op.register_fake
@@ -208,45 +203,30 @@ def _(x: Tensor, params: list[Tensor], heads: int, eps: float) -> Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("harmonrank::align_block_train", mutates_args=())
-def _align_train_op(x: Tensor, params: list[Tensor], heads: int, eps: float) -> tuple[Tensor, Tensor]:
-    return _forward(x.contiguous(), [p.contiguous() for p in params], heads, eps, keep=True)
-
-
-@_align_train_op.register_fake
-def _(x: Tensor, params: list[Tensor], heads: int, eps: float) -> tuple[Tensor, Tensor]:
-    n_tiles = -(-x.shape[0] // _LANES)
-    per_tile = _LANES * (8 * x.shape[1] * x.shape[2] + heads * x.shape[1] ** 2 + x.shape[1] * params[6].shape[0]
-                         + 2 * x.shape[1])  # the kernel's Tile::saved_size
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            x.new_empty((n_tiles, per_tile)))
-
-
 @torch.library.custom_op("harmonrank::align_block_backward", mutates_args=())
-def _align_backward_op(x: Tensor, dy: Tensor, work: Tensor, params: list[Tensor], heads: int,
-                       eps: float) -> list[Tensor]:
-    return _backward(x.contiguous(), dy.contiguous(), work, [p.contiguous() for p in params], heads, eps)
+def _align_backward_op(x: Tensor, dy: Tensor, params: list[Tensor], heads: int, eps: float) -> list[Tensor]:
+    return _backward(x.contiguous(), dy.contiguous(), [p.contiguous() for p in params], heads, eps)
 
 
 @_align_backward_op.register_fake
-def _(x: Tensor, dy: Tensor, work: Tensor, params: list[Tensor], heads: int, eps: float) -> list[Tensor]:
+def _(x: Tensor, dy: Tensor, params: list[Tensor], heads: int, eps: float) -> list[Tensor]:
     return [torch.empty_like(x, memory_format=torch.contiguous_format),
             *(torch.empty_like(p, memory_format=torch.contiguous_format) for p in params)]
 
 
-def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, params, heads, eps = inputs
-    ctx.save_for_backward(x, output[1], *params)
+    ctx.save_for_backward(x, *params)
     ctx.heads, ctx.eps = heads, eps
 
 
-def _autograd_backward(ctx: Any, dy: Tensor, _dwork: Tensor | None) -> tuple[Any, ...]:
-    x, work, *params = ctx.saved_tensors
-    dx, *grads = _align_backward_op(x, dy, work, params, ctx.heads, ctx.eps)
+def _autograd_backward(ctx: Any, dy: Tensor) -> tuple[Any, ...]:
+    x, *params = ctx.saved_tensors
+    dx, *grads = _align_backward_op(x, dy, params, ctx.heads, ctx.eps)
     return dx, grads, None, None
 
 
-_align_train_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+_align_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def align_block(x: Tensor, block: Any, heads: int) -> Tensor:
@@ -260,9 +240,5 @@ def align_block(x: Tensor, block: Any, heads: int) -> Tensor:
     ff1, ff2 = block.ff[0], block.ff[2]
     params = [w_qkv, b_qkv, attn.out.weight, attn.out.bias, block.norm1.weight, block.norm1.bias, ff1.weight,
               ff1.bias, ff2.weight, ff2.bias, block.norm2.weight, block.norm2.bias]
-    eps = float(block.norm1.eps)
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        y: Tensor = _align_train_op(x, params, heads, eps)[0]
-        return y
-    out: Tensor = _align_op(x, params, heads, eps)
+    out: Tensor = _align_op(x, params, heads, float(block.norm1.eps))
     return out

@@ -67,104 +67,107 @@ inline vf vrsqrt(vf x) {
     return r;
 }
 
-struct Buf {  // a tile buffer living elsewhere (scratch or a workspace slot)
-    vf* ptr = nullptr;
-    vf* data() const { return ptr; }
-    vf& operator[](int k) const { return ptr[k]; }
-};
-
 struct Params {
     const float *wqkv, *bqkv, *wo, *bo, *g1, *be1, *w1, *b1, *w2, *b2, *g2, *be2;
 };
 
-// out[m][o] = b[o] + sum_i W[o][i] in[m][i]; four outputs at a time (independent FMA chains, one load of
-// in[m][i] per four FMAs)
+// The three products below work on blocks of up to MB tokens: each weight is broadcast once per block and
+// used for every token of it, and the accumulators of a block (2 x MB vectors) stay in registers.
+constexpr int MB = 6;
+
+// out[m][o] = b[o] + sum_i W[o][i] in[m][i]
 HR_INLINE void linear(const float* W, const float* b, const vf* in, vf* out, int M, int nin, int nout) {
-    for (int m = 0; m < M; ++m) {
-        const vf* x = in + m * nin;
-        vf* y = out + m * nout;
+    for (int m0 = 0; m0 < M; m0 += MB) {
+        const int mb = M - m0 < MB ? M - m0 : MB;
+        const vf* x = in + m0 * nin;
+        vf* y = out + m0 * nout;
         int o = 0;
-        for (; o + 8 <= nout; o += 8) {
-            vf a[8];
-            for (int k = 0; k < 8; ++k) a[k] = splat(b[o + k]);
-            for (int i = 0; i < nin; ++i) {
-                vf xi = x[i];
-                for (int k = 0; k < 8; ++k) a[k] += W[(o + k) * nin + i] * xi;
+        for (; o + 2 <= nout; o += 2) {
+            const float *w0 = W + o * nin, *w1 = w0 + nin;
+            vf a0[MB], a1[MB];
+            for (int m = 0; m < mb; ++m) {
+                a0[m] = splat(b[o]);
+                a1[m] = splat(b[o + 1]);
             }
-            for (int k = 0; k < 8; ++k) y[o + k] = a[k];
+            for (int i = 0; i < nin; ++i) {
+                vf u0 = splat(w0[i]), u1 = splat(w1[i]);
+                for (int m = 0; m < mb; ++m) {
+                    vf xv = x[m * nin + i];
+                    a0[m] += u0 * xv;
+                    a1[m] += u1 * xv;
+                }
+            }
+            for (int m = 0; m < mb; ++m) {
+                y[m * nout + o] = a0[m];
+                y[m * nout + o + 1] = a1[m];
+            }
         }
         for (; o < nout; ++o) {
             const float* w = W + o * nin;
-            vf acc = splat(b[o]);
-            for (int i = 0; i < nin; ++i) acc += w[i] * x[i];
-            y[o] = acc;
+            for (int m = 0; m < mb; ++m) {
+                vf acc = splat(b[o]);
+                for (int i = 0; i < nin; ++i) acc += w[i] * x[m * nin + i];
+                y[m * nout + o] = acc;
+            }
         }
     }
 }
 
-// din[m][i] (+)= sum_o W[o][i] dout[m][o]; four inputs at a time
+// din[m][i] (+)= sum_o W[o][i] dout[m][o]
 HR_INLINE void linear_back_input(const float* W, const vf* dout, vf* din, int M, int nin, int nout, bool add) {
-    for (int m = 0; m < M; ++m) {
-        vf* dx = din + m * nin;
-        const vf* dy = dout + m * nout;
+    for (int m0 = 0; m0 < M; m0 += MB) {
+        const int mb = M - m0 < MB ? M - m0 : MB;
+        const vf* dy = dout + m0 * nout;
+        vf* dx = din + m0 * nin;
         int i = 0;
-        for (; i + 4 <= nin; i += 4) {
-            vf a0 = vf{}, a1 = vf{}, a2 = vf{}, a3 = vf{};
-            for (int o = 0; o < nout; ++o) {
-                const float* w = W + o * nin + i;
-                vf g = dy[o];
-                a0 += w[0] * g;
-                a1 += w[1] * g;
-                a2 += w[2] * g;
-                a3 += w[3] * g;
+        for (; i + 2 <= nin; i += 2) {
+            vf a0[MB], a1[MB];
+            for (int m = 0; m < mb; ++m) {
+                a0[m] = add ? dx[m * nin + i] : vf{};
+                a1[m] = add ? dx[m * nin + i + 1] : vf{};
             }
-            if (add) {
-                dx[i] += a0;
-                dx[i + 1] += a1;
-                dx[i + 2] += a2;
-                dx[i + 3] += a3;
-            } else {
-                dx[i] = a0;
-                dx[i + 1] = a1;
-                dx[i + 2] = a2;
-                dx[i + 3] = a3;
+            for (int o = 0; o < nout; ++o) {
+                vf u0 = splat(W[o * nin + i]), u1 = splat(W[o * nin + i + 1]);
+                for (int m = 0; m < mb; ++m) {
+                    vf g = dy[m * nout + o];
+                    a0[m] += u0 * g;
+                    a1[m] += u1 * g;
+                }
+            }
+            for (int m = 0; m < mb; ++m) {
+                dx[m * nin + i] = a0[m];
+                dx[m * nin + i + 1] = a1[m];
             }
         }
         for (; i < nin; ++i) {
-            vf a = vf{};
-            for (int o = 0; o < nout; ++o) a += W[o * nin + i] * dy[o];
-            dx[i] = add ? dx[i] + a : a;
+            for (int m = 0; m < mb; ++m) {
+                vf a = add ? dx[m * nin + i] : vf{};
+                for (int o = 0; o < nout; ++o) a += W[o * nin + i] * dy[m * nout + o];
+                dx[m * nin + i] = a;
+            }
         }
     }
 }
 
 // gW[o][i] += sum_m dout[m][o] in[m][i]; gb[o] += sum_m dout[m][o]  (per-lane accumulators)
 HR_INLINE void linear_back_weight(const vf* in, const vf* dout, vf* gW, vf* gb, int M, int nin, int nout) {
-    for (int o = 0; o < nout; ++o) {
-        vf sb = vf{};
-        for (int m = 0; m < M; ++m) sb += dout[m * nout + o];
-        gb[o] += sb;
-        vf* g = gW + o * nin;
-        int i = 0;
-        for (; i + 4 <= nin; i += 4) {
-            vf a0 = vf{}, a1 = vf{}, a2 = vf{}, a3 = vf{};
-            for (int m = 0; m < M; ++m) {
-                vf dy = dout[m * nout + o];
-                const vf* x = in + m * nin + i;
-                a0 += dy * x[0];
-                a1 += dy * x[1];
-                a2 += dy * x[2];
-                a3 += dy * x[3];
+    for (int m0 = 0; m0 < M; m0 += MB) {
+        const int mb = M - m0 < MB ? M - m0 : MB;
+        const vf* x = in + m0 * nin;
+        for (int o = 0; o < nout; ++o) {
+            vf g[MB];
+            vf sb = vf{};
+            for (int m = 0; m < mb; ++m) {
+                g[m] = dout[(m0 + m) * nout + o];
+                sb += g[m];
             }
-            g[i] += a0;
-            g[i + 1] += a1;
-            g[i + 2] += a2;
-            g[i + 3] += a3;
-        }
-        for (; i < nin; ++i) {
-            vf acc = vf{};
-            for (int m = 0; m < M; ++m) acc += dout[m * nout + o] * in[m * nin + i];
-            g[i] += acc;
+            gb[o] += sb;
+            vf* gw = gW + o * nin;
+            for (int i = 0; i < nin; ++i) {
+                vf acc = gw[i];
+                for (int m = 0; m < mb; ++m) acc += g[m] * x[m * nin + i];
+                gw[i] = acc;
+            }
         }
     }
 }
@@ -229,42 +232,19 @@ template <int CM, int CD, int CH, int CF>
 struct Tile {
     int M_, d_, H_, F_;
     float eps, scale;
-    // what the backward pass needs from the forward pass: in the tile's own scratch, or bound to a tile's slot
-    // of a caller's workspace (training: the forward pass leaves them there and the backward pass reads them
-    // back instead of recomputing the forward pass)
-    Buf x, qkv, p, o, n1, rs1, x1, hp, n2, rs2;
-    std::vector<vf> saved_scratch, r, ha, cdf, pdf, y;
+    // intermediates of one tile (all L1/L2-resident); the backward pass recomputes them from x, which
+    // measured as fast as saving them in the forward pass and reading them back (memory traffic)
+    std::vector<vf> x, qkv, p, o, r, n1, rs1, x1, hp, ha, cdf, pdf, n2, rs2, y;
     // backward scratch
     std::vector<vf> dr2, dx1, dha, dr1, dO, dqkv, dx, da;
 
     Tile(int M, int d, int H, int F, float eps_)
         : M_(M), d_(d), H_(H), F_(F), eps(eps_), scale(1.0f / std::sqrt(static_cast<float>(d / H))),
-          saved_scratch(saved_size(M, d, H, F)), r(M * d), ha(M * F), cdf(M * F), pdf(M * F), y(M * d),
-          dr2(M * d), dx1(M * d), dha(M * F), dr1(M * d), dO(M * d), dqkv(M * 3 * d), dx(M * d), da(M) {
-        bind(saved_scratch.data());
-    }
+          x(M * d), qkv(M * 3 * d), p(H * M * M), o(M * d), r(M * d), n1(M * d), rs1(M), x1(M * d), hp(M * F),
+          ha(M * F), cdf(M * F), pdf(M * F), n2(M * d), rs2(M), y(M * d), dr2(M * d), dx1(M * d), dha(M * F),
+          dr1(M * d), dO(M * d), dqkv(M * 3 * d), dx(M * d), da(M) {}
 
-    static int64_t saved_size(int M, int d, int H, int F) {  // vectors per tile
-        return int64_t(M) * d * 8 + int64_t(H) * M * M + int64_t(M) * F + 2 * M;
-    }
-
-    void bind(vf* base) {
-        const int M = M_, d = d_, H = H_, F = F_;
-        vf* q = base;
-        auto take = [&q](int n) { Buf b{q}; q += n; return b; };
-        x = take(M * d);
-        qkv = take(M * 3 * d);
-        p = take(H * M * M);
-        o = take(M * d);
-        n1 = take(M * d);
-        rs1 = take(M);
-        x1 = take(M * d);
-        hp = take(M * F);
-        n2 = take(M * d);
-        rs2 = take(M);
-    }
-
-    // GELU's input -> its value, Phi and phi (the backward pass recomputes them from the saved input)
+    // GELU's input -> its value, Phi and phi
     void gelu_parts() {
         HR_DIMS
         for (int k = 0; k < M * F; ++k) {
@@ -418,12 +398,10 @@ Params params(const float* const* p) {
 
 template <int CM, int CD, int CH, int CF>
 void run_forward(int64_t B, int M, int d, int H, int F, float eps, const float* x, const Params& P, float* y,
-                 vf* work, int64_t tile0, int64_t tile1) {
+                 int64_t tile0, int64_t tile1) {
     Tile<CM, CD, CH, CF> tile(M, d, H, F, eps);
-    const int64_t slot = Tile<CM, CD, CH, CF>::saved_size(M, d, H, F);
     for (int64_t tt = tile0; tt < tile1; ++tt) {
         int64_t b0 = tt * T;
-        if (work) tile.bind(work + tt * slot);
         tile.gather(x, b0, B, tile.x.data());
         tile.forward(P);
         tile.scatter(tile.y, b0, B, y);
@@ -432,18 +410,12 @@ void run_forward(int64_t B, int M, int d, int H, int F, float eps, const float* 
 
 template <int CM, int CD, int CH, int CF>
 void run_backward(int64_t B, int M, int d, int H, int F, float eps, const float* x, const float* dy,
-                  const Params& P, float* dx, vf* G, vf* work, int64_t tile0, int64_t tile1) {
+                  const Params& P, float* dx, vf* G, int64_t tile0, int64_t tile1) {
     Tile<CM, CD, CH, CF> tile(M, d, H, F, eps);
-    const int64_t slot = Tile<CM, CD, CH, CF>::saved_size(M, d, H, F);
     for (int64_t tt = tile0; tt < tile1; ++tt) {
         int64_t b0 = tt * T;
-        if (work) {
-            tile.bind(work + tt * slot);
-            tile.gelu_parts();
-        } else {
-            tile.gather(x, b0, B, tile.x.data());
-            tile.forward(P);
-        }
+        tile.gather(x, b0, B, tile.x.data());
+        tile.forward(P);
         tile.gather(dy, b0, B, tile.y.data());
         tile.backward(P, G);
         tile.scatter(tile.dx, b0, B, dx);
@@ -466,28 +438,21 @@ extern "C" {
 
 int hr_align_lanes() { return T; }
 
-// floats per tile of the training workspace
-int64_t hr_align_saved_floats(int M, int d, int H, int F) { return Tile<0, 0, 0, 0>::saved_size(M, d, H, F) * T; }
-
-// y[b] = block(x[b]) for the candidates of tiles [tile0, tile1); with a workspace (n_tiles x saved floats,
-// or null) the forward pass leaves there what the backward pass needs
+// y[b] = block(x[b]) for the candidates of tiles [tile0, tile1)
 void hr_align_forward(int64_t B, int M, int d, int H, int F, float eps, const float* x, const float* const* p,
-                      float* y, float* work, int64_t tile0, int64_t tile1) {
+                      float* y, int64_t tile0, int64_t tile1) {
     Params P = params(p);
-    vf* W = reinterpret_cast<vf*>(work);
-    HR_DISPATCH(run_forward, B, M, d, H, F, eps, x, P, y, W, tile0, tile1)
+    HR_DISPATCH(run_forward, B, M, d, H, F, eps, x, P, y, tile0, tile1)
 }
 
-// dx[b] = d block / d x[b] applied to dy[b]; grads (n_params x T floats, zeroed by the caller) accumulates
-// the parameter gradients per lane, in the order wqkv, bqkv, wo, bo, g1, be1, w1, b1, w2, b2, g2, be2.
-// With the forward pass's workspace, x is not read (the workspace holds it); without, the forward pass is
-// recomputed from x
+// dx[b] = d block / d x[b] applied to dy[b] (the tile's forward pass recomputed from x); grads (n_params x T
+// floats, zeroed by the caller) accumulates the parameter gradients per lane, in the order wqkv, bqkv, wo,
+// bo, g1, be1, w1, b1, w2, b2, g2, be2
 void hr_align_backward(int64_t B, int M, int d, int H, int F, float eps, const float* x, const float* dy,
-                       const float* const* p, float* dx, float* grads, float* work, int64_t tile0, int64_t tile1) {
+                       const float* const* p, float* dx, float* grads, int64_t tile0, int64_t tile1) {
     Params P = params(p);
     vf* G = reinterpret_cast<vf*>(grads);
-    vf* W = reinterpret_cast<vf*>(work);
-    HR_DISPATCH(run_backward, B, M, d, H, F, eps, x, dy, P, dx, G, W, tile0, tile1)
+    HR_DISPATCH(run_backward, B, M, d, H, F, eps, x, dy, P, dx, G, tile0, tile1)
 }
 
 }  // extern "C"
