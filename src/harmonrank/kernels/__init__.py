@@ -129,7 +129,7 @@ def load_error() -> str | None:
     return _error
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
 def _ready() -> bool:
     """Enabled and loaded. torch.compile evaluates this once while tracing and keeps the answer as a constant
     (tracing into the build's lock would break the graph)."""
@@ -140,7 +140,7 @@ def available(x: Tensor | None = None) -> bool:
     """Whether :func:`align_block` can run (on ``x``: CPU, float32, 3-D)."""
     if x is not None and (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3):
         return False
-    return _ready()
+    return bool(_ready())
 
 
 def _run_tiles(fn: Any, n_tiles: int, make_args: Any) -> None:
