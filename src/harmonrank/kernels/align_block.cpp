@@ -49,11 +49,21 @@ HR_INLINE vf vexp(vf x) {
     return y * (vf)bits;
 }
 
+// 1 / d: the hardware's 12-bit reciprocal and one Newton step (~23 bits), where AVX has it
+HR_INLINE vf vrecip(vf d) {
+#if defined(__AVX__) && !defined(__AVX512F__)
+    vf r = __builtin_ia32_rcpps256(d);
+    return r * (2.0f - d * r);
+#else
+    return 1.0f / d;
+#endif
+}
+
 // GELU(x) = x Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2, erf by Abramowitz & Stegun 7.1.26 (absolute
 // error <= 1.5e-7); GELU'(x) = Phi(x) + x phi(x), and the exp(-x^2/2) of phi is the one erf already needs
 HR_INLINE void normal_cdf_pdf(vf x, vf& cdf, vf& pdf) {
     vf a = (x < 0.0f ? -x : x) * 0.70710678118654752f;
-    vf t = 1.0f / (1.0f + 0.3275911f * a);
+    vf t = vrecip(1.0f + 0.3275911f * a);
     vf p = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
     vf e = vexp(-a * a);
     vf half_erfc = 0.5f * p * e;  // (1 - erf(|x|/sqrt 2)) / 2
@@ -61,10 +71,16 @@ HR_INLINE void normal_cdf_pdf(vf x, vf& cdf, vf& pdf) {
     pdf = 0.39894228040143268f * e;
 }
 
-inline vf vrsqrt(vf x) {
+// 1 / sqrt(x): the hardware's 12-bit estimate and one Newton step (~23 bits), where AVX has it
+HR_INLINE vf vrsqrt(vf x) {
+#if defined(__AVX__) && !defined(__AVX512F__)
+    vf r = __builtin_ia32_rsqrtps256(x);
+    return r * (1.5f - 0.5f * x * r * r);
+#else
     vf r;
     for (int t = 0; t < T; ++t) r[t] = 1.0f / std::sqrt(x[t]);
     return r;
+#endif
 }
 
 struct Params {
@@ -149,12 +165,37 @@ HR_INLINE void linear_back_input(const float* W, const vf* dout, vf* din, int M,
     }
 }
 
-// gW[o][i] += sum_m dout[m][o] in[m][i]; gb[o] += sum_m dout[m][o]  (per-lane accumulators)
+// gW[o][i] += sum_m dout[m][o] in[m][i]; gb[o] += sum_m dout[m][o]  (per-lane accumulators); two outputs at a
+// time, so each load of in[m][i] feeds two FMAs
 HR_INLINE void linear_back_weight(const vf* in, const vf* dout, vf* gW, vf* gb, int M, int nin, int nout) {
     for (int m0 = 0; m0 < M; m0 += MB) {
         const int mb = M - m0 < MB ? M - m0 : MB;
         const vf* x = in + m0 * nin;
-        for (int o = 0; o < nout; ++o) {
+        int o = 0;
+        for (; o + 2 <= nout; o += 2) {
+            vf g0[MB], g1[MB];
+            vf s0 = vf{}, s1 = vf{};
+            for (int m = 0; m < mb; ++m) {
+                g0[m] = dout[(m0 + m) * nout + o];
+                g1[m] = dout[(m0 + m) * nout + o + 1];
+                s0 += g0[m];
+                s1 += g1[m];
+            }
+            gb[o] += s0;
+            gb[o + 1] += s1;
+            vf *w0 = gW + o * nin, *w1 = w0 + nin;
+            for (int i = 0; i < nin; ++i) {
+                vf a0 = w0[i], a1 = w1[i];
+                for (int m = 0; m < mb; ++m) {
+                    vf xv = x[m * nin + i];
+                    a0 += g0[m] * xv;
+                    a1 += g1[m] * xv;
+                }
+                w0[i] = a0;
+                w1[i] = a1;
+            }
+        }
+        for (; o < nout; ++o) {
             vf g[MB];
             vf sb = vf{};
             for (int m = 0; m < mb; ++m) {
