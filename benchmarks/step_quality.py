@@ -1,11 +1,12 @@
 """Does the faster HarmonRank step change what the default benchmark measures? Before vs after, same run.
 
-    python benchmarks/step_quality.py [--before 64e3b24]   # writes benchmarks/results/step_quality.{md,json}
+    python benchmarks/step_quality.py     # writes benchmarks/results/step_quality.{md,json}
 
 Runs the default benchmark's HarmonRank row (benchmarks/configs/default.toml: 600k simulated rows, lr picked
-on valid from the grid, seeds 0, 1, 2; no weight sweep) three times in one go: the code before the step work
-(a git worktree of ``--before``, run in a subprocess), this code eager, and this code with
-``[train] compile = true``. Each run's per-seed test AUC-sum and fit seconds go into one table.
+on valid from the grid, seeds 0, 1, 2; no weight sweep) three times, one after another, each in its own
+process: the step-1 block in PyTorch operators (``HARMONRANK_FUSED_BLOCK=0``: the step as it was before the
+fused kernel), the fused block (the default), and the fused block with ``[train] compile = true``. Each run's
+per-seed test AUC-sum and fit seconds go into one table.
 """
 
 from __future__ import annotations
@@ -40,31 +41,22 @@ def run_one(out: Path, compile_: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", default="64e3b24", help="commit before the step work")
     ap.add_argument("--_child", nargs=2, metavar=("OUT", "COMPILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
         run_one(Path(args._child[0]), args._child[1] == "1")
         return
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    runs = {"PyTorch block, eager": ("0", False), "fused block, eager": ("1", False),
+            "fused block, compiled": ("1", True)}
+    results = {}
     with tempfile.TemporaryDirectory() as tmp_s:
-        tmp = Path(tmp_s)
-        tree = tmp / "before"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.before], check=True)
-        try:
-            runs = {f"before ({args.before}), eager": (tree / "src", False),
-                    "after, eager": (ROOT / "src", False),
-                    "after, compiled": (ROOT / "src", True)}
-            results = {}
-            for name, (src, compile_) in runs.items():
-                out = tmp / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
-                env = {**os.environ, "PYTHONPATH": str(src)}
-                # the child imports harmonrank from `src` (PYTHONPATH wins over the editable install)
-                subprocess.run([sys.executable, __file__, "--_child", str(out), "1" if compile_ else "0"],
-                               env=env, check=True)
-                results[name] = json.loads((out / "results.json").read_text())
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+        for name, (fused, compile_) in runs.items():
+            out = Path(tmp_s) / name.replace(" ", "_").replace(",", "")
+            env = {**os.environ, "HARMONRANK_FUSED_BLOCK": fused}
+            subprocess.run([sys.executable, __file__, "--_child", str(out), "1" if compile_ else "0"], env=env,
+                           check=True)
+            results[name] = json.loads((out / "results.json").read_text())
     rows = []
     for name, res in results.items():
         per = [r for r in res["per_seed"] if r["ranker"] == "harmonrank"]
@@ -72,9 +64,10 @@ def main() -> None:
         rows.append({"code": name, "lr": res["chosen_lr"]["harmonrank"], "auc_sum_per_seed": aucs,
                      "auc_sum_mean": statistics.mean(aucs), "auc_sum_std": statistics.pstdev(aucs),
                      "fit_seconds": [r["fit_seconds"] for r in per], "best_epochs": [r.get("best_epoch") for r in per]})
-    lines = ["# The faster HarmonRank step and the default benchmark's HarmonRank row", "",
+    lines = ["# The fused HarmonRank step and the default benchmark's HarmonRank row", "",
              f"`python benchmarks/step_quality.py` on {platform.machine()}, {os.cpu_count()} cores, 1 thread; "
-             f"benchmarks/configs/default.toml, HarmonRank only, no weight sweep; runs one after another. Load "
+             f"benchmarks/configs/default.toml, HarmonRank only, no weight sweep; runs one after another. \"PyTorch "
+             "block\": `HARMONRANK_FUSED_BLOCK=0`, the step as it was before the fused kernel. Load "
              f"average before: {load_before}; after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ".", "",
              "| code | lr chosen | test AUC-sum, seeds 0 / 1 / 2 | mean ± std | fit seconds per seed |",
              "|---|---:|---|---|---|"]
@@ -83,9 +76,9 @@ def main() -> None:
                      + f" | {r['auc_sum_mean']:.4f} ± {r['auc_sum_std']:.4f} | "
                      + " / ".join(f"{s:.0f}" for s in r["fit_seconds"]) + " |")
     base = rows[0]["auc_sum_mean"]
-    lines += ["", "Mean difference to the code before: " + ", ".join(
-        f"{r['code']} {r['auc_sum_mean'] - base:+.4f}" for r in rows[1:]) + " (seed spread of the code before: "
-        f"± {rows[0]['auc_sum_std']:.4f}).", ""]
+    lines += ["", "Mean difference to the PyTorch block: " + ", ".join(
+        f"{r['code']} {r['auc_sum_mean'] - base:+.4f}" for r in rows[1:]) + " (seed spread with the PyTorch "
+        f"block: ± {rows[0]['auc_sum_std']:.4f}).", ""]
     (RESULTS / "step_quality.json").write_text(json.dumps(rows, indent=1))
     (RESULTS / "step_quality.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from . import kernels
 from .distributed import all_sizes, any_rank, gather_rows, gather_scores, gather_tensor, shard, world
 from .errors import ConfigError, HarmonRankError
 from .features import EncodedBatch
@@ -166,6 +167,7 @@ class CompiledOrEager(nn.Module):
         self.module = module
         self._compiled: Callable[..., Any] | None = None
         self._probed = False  # the first training call also compiles the backward, inside the fallback
+        kernels.available()  # build/load the fused HarmonRank block now: the traced graph only sees it if loaded
         try:
             with warnings.catch_warnings():  # importing inductor trips torch's own torch.jit deprecation warning
                 warnings.filterwarnings("ignore", message=".*torch.jit.script_method. is deprecated",

@@ -129,18 +129,19 @@ def load_error() -> str | None:
     return _error
 
 
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
-def _ready() -> bool:
-    """Enabled and loaded. torch.compile evaluates this once while tracing and keeps the answer as a constant
-    (tracing into the build's lock would break the graph)."""
-    return enabled() and _load() is not None
-
-
 def available(x: Tensor | None = None) -> bool:
-    """Whether :func:`align_block` can run (on ``x``: CPU, float32, 3-D)."""
+    """Whether :func:`align_block` can run (on ``x``: CPU, float32, 3-D).
+
+    Under torch.compile this is traced: the environment variable and the loaded library are guarded (a change
+    recompiles), and a library not yet loaded counts as unavailable (tracing into the build would break the
+    graph); :class:`harmonrank.train.CompiledOrEager` loads it before compiling."""
     if x is not None and (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3):
         return False
-    return bool(_ready())
+    if not enabled():
+        return False
+    if torch.compiler.is_compiling():
+        return _lib is not None
+    return _load() is not None
 
 
 def _run_tiles(fn: Any, n_tiles: int, make_args: Any) -> None:
