@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,13 +162,13 @@ def test_compiled_or_eager_loads_the_kernel_before_tracing(monkeypatch: pytest.M
     assert kernels._lib is not None
 
 
-def test_build_failure_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+def test_build_failure_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A compiler that fails raises with its message, and nothing is left in the cache."""
     monkeypatch.setenv("HARMONRANK_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "false")
     with pytest.raises(RuntimeError, match="false failed"):
         kernels._build()
-    assert not list(tmp_path.iterdir())  # type: ignore[attr-defined]
+    assert not list(tmp_path.iterdir())
 
 
 def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,3 +178,12 @@ def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kernels.available(torch.zeros(2, 6, 16))
     assert not kernels.available(torch.zeros(2, 6, 16, dtype=torch.float64))
     assert not kernels.available(torch.zeros(6, 16))
+
+
+def test_unwritable_cache_falls_back_to_a_temporary_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HARMONRANK_KERNEL_CACHE", str(blocker / "kernels"))  # cannot be created
+    monkeypatch.setattr(kernels.tempfile, "gettempdir", lambda: str(tmp_path))
+    built = kernels._build()
+    assert built.parent.parent == tmp_path and built.exists()

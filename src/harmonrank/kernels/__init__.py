@@ -4,13 +4,14 @@ The block (self-attention over the M objective tokens, residual, LayerNorm, GELU
 LayerNorm) is computed for 8 candidates at a time, one per SIMD lane, forward and backward
 (``align_block.cpp`` says why and how). :func:`align_block` is a drop-in for the PyTorch block: the same
 parameters, the same function (to float32 rounding; ``tests/test_kernels.py`` checks outputs and every
-gradient against the PyTorch block), differentiable through :class:`torch.autograd.Function`.
+gradient against the PyTorch block), differentiable as a torch custom operator with a registered backward.
 
 Building: the C++ source (no ATen headers) is compiled once per machine with the system C++ compiler
 (``$CXX``, else ``c++``/``g++``/``clang++``; about a second) into ``$HARMONRANK_KERNEL_CACHE`` (default
-``~/.cache/harmonrank/kernels``), keyed by the source, the flags and the CPU's flags; written to a temporary
-name and renamed, so concurrent processes (torchrun ranks) never load a half-written library. If there is
-no compiler, or the build or load fails, the block runs in PyTorch and one warning says why.
+``~/.cache/harmonrank/kernels``; a per-user temporary folder if that cannot be created), keyed by the
+source, the flags and the CPU's flags; written to a temporary name and renamed, so concurrent processes
+(torchrun ranks) never load a half-written library. If there is no compiler, or the build or load fails,
+the block runs in PyTorch and one warning says why.
 
 ``HARMONRANK_FUSED_BLOCK=0`` turns the kernel off (the PyTorch block is used everywhere).
 """
@@ -86,7 +87,14 @@ def _build() -> Path:
     out = out_dir / f"align_block-{key[:20]}.so"
     if out.exists():
         return out
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:  # an unwritable home (some CI runners, containers): a per-user temporary folder
+        out_dir = Path(tempfile.gettempdir()) / f"harmonrank-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = out_dir / out.name
+        if out.exists():
+            return out
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:
