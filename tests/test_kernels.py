@@ -24,9 +24,11 @@ def _block(d: int, heads: int, ffn: int, seed: int = 0) -> _AlignBlock:
     return blk
 
 
-def _grads(blk: _AlignBlock, x: torch.Tensor, dy: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _grads(blk: _AlignBlock, x: torch.Tensor, dy: torch.Tensor, fused: bool = False) -> tuple[torch.Tensor, ...]:
+    """Output and gradients (input, then every parameter): through the kernel itself if ``fused``, else through
+    the block's forward (the PyTorch operators for float64, or with HARMONRANK_FUSED_BLOCK=0)."""
     x = x.clone().requires_grad_(True)
-    y, _ = blk(x)
+    y = kernels.align_block(x, blk, blk.attn.heads) if fused else blk(x)[0]
     return (y.detach(), *torch.autograd.grad(y, [x, *blk.parameters()], dy))
 
 
@@ -40,7 +42,7 @@ def test_fused_block_matches_pytorch_in_float64(b: int, m: int, d: int, heads: i
     g = torch.Generator().manual_seed(1)
     x = torch.randn(b, m, d, generator=g) * 2
     dy = torch.randn(b, m, d, generator=g)
-    fused = _grads(blk, x, dy)  # float32 CPU: the kernel
+    fused = _grads(blk, x, dy, fused=True)
     ref = _grads(copy.deepcopy(blk).double(), x.double(), dy.double())  # float64: the PyTorch operators
     names = ["y", "x", *(n for n, _ in blk.named_parameters())]
     for name, a, r in zip(names, fused, ref, strict=True):
@@ -50,13 +52,19 @@ def test_fused_block_matches_pytorch_in_float64(b: int, m: int, d: int, heads: i
 
 
 def test_fused_block_saturated_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large tokens: softmax rows near one-hot, GELU far in both tails (the kernel's own exp and erf). Here
-    float32 itself loses digits, so the kernel's error is held to PyTorch's own float32 error (times 4)."""
+    """Large tokens make softmax rows near one-hot; a large LayerNorm gain puts the GELU's inputs far in both
+    tails (the kernel's own exp and erf; LayerNorm alone would rescale them to a few units). Here float32
+    itself loses digits, so the kernel's error is held to PyTorch's own float32 error (times 4)."""
     blk = _block(16, 2, 32)
+    with torch.no_grad():
+        blk.norm1.weight.mul_(15)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(64, 6, 16, generator=g) * 40
     dy = torch.randn(64, 6, 16, generator=g)
-    fused = _grads(blk, x, dy)
+    with torch.no_grad():
+        hidden = blk.ff[0](blk.norm1(x + blk.attn(x)[0]))
+    assert hidden.abs().max() > 30  # the GELU tails are reached
+    fused = _grads(blk, x, dy, fused=True)
     ref = _grads(copy.deepcopy(blk).double(), x.double(), dy.double())
     monkeypatch.setenv("HARMONRANK_FUSED_BLOCK", "0")
     torch32 = _grads(blk, x, dy)
@@ -72,9 +80,9 @@ def test_fused_block_thread_count_changes_only_rounding() -> None:
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _grads(blk, x, dy)
+        one = _grads(blk, x, dy, fused=True)
         torch.set_num_threads(2)
-        two = _grads(blk, x, dy)
+        two = _grads(blk, x, dy, fused=True)
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])  # per candidate: identical
@@ -187,3 +195,18 @@ def test_unwritable_cache_falls_back_to_a_temporary_folder(monkeypatch: pytest.M
     monkeypatch.setattr(kernels.tempfile, "gettempdir", lambda: str(tmp_path))
     built = kernels._build()
     assert built.parent.parent == tmp_path and built.exists()
+
+
+def test_inputs_the_kernel_cannot_take_are_refused() -> None:
+    blk = _block(16, 2, 32)
+    x = torch.randn(5, 6, 16)
+    with pytest.raises(ValueError, match="heads must be"):
+        kernels.align_block(x, blk, 3)
+    with pytest.raises(ValueError, match=r"\(B, M, d\) float32"):
+        kernels.align_block(x.double(), blk, 2)
+    with pytest.raises(ValueError, match="parameter 0"):
+        kernels.align_block(torch.randn(5, 6, 8), blk, 2)  # tokens narrower than the block
+    half = copy.deepcopy(blk)
+    half.ff.half()
+    with pytest.raises(ValueError, match="parameter 6"):
+        kernels.align_block(x, half, 2)

@@ -8,7 +8,7 @@ gradient against the PyTorch block), differentiable as a torch custom operator w
 
 Building: the C++ source (no ATen headers) is compiled once per machine with the system C++ compiler
 (``$CXX``, else ``c++``/``g++``/``clang++``; about a second) into ``$HARMONRANK_KERNEL_CACHE`` (default
-``~/.cache/harmonrank/kernels``; a per-user temporary folder if that cannot be created), keyed by the
+``~/.cache/harmonrank/kernels``; a fresh private temporary folder if that cannot be written), keyed by the
 source, the flags and the CPU's flags; written to a temporary name and renamed, so concurrent processes
 (torchrun ranks) never load a half-written library. If there is no compiler, or the build or load fails,
 the block runs in PyTorch and one warning says why.
@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ SOURCE = Path(__file__).with_name("align_block.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-march=native", "-fno-math-errno")
 _LANES = 8
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _lib: Any = None
 _error: str | None = None
 _tried = False
@@ -89,18 +89,20 @@ def _build() -> Path:
         return out
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError:  # an unwritable home (some CI runners, containers): a per-user temporary folder
-        out_dir = Path(tempfile.gettempdir()) / f"harmonrank-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}"
-        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+    except OSError:  # an unwritable cache (some CI runners, containers): a fresh private temporary folder,
+        # never a shared, predictable one another user could plant a library in
+        out_dir = Path(tempfile.mkdtemp(prefix="harmonrank-kernels-", dir=tempfile.gettempdir()))
         out = out_dir / out.name
-        if out.exists():
-            return out
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:
         proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"{cxx} failed: {proc.stderr.strip()[-2000:]}")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o755 & ~umask)  # mkstemp's 0600 would hide a shared cache's library from other users
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -152,19 +154,37 @@ def available(x: Tensor | None = None) -> bool:
     return _load() is not None
 
 
-def _run_tiles(fn: Any, n_tiles: int, make_args: Any) -> None:
-    """Call ``fn(*make_args(part), tile0, tile1)`` over ``torch.get_num_threads()`` contiguous tile ranges
-    (ctypes releases the GIL, so the ranges run in parallel)."""
+def _reset_pool() -> None:
     global _pool, _pool_size
-    n = _parts(n_tiles)
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):  # a forked child inherits the pool's bookkeeping, not its threads
+    os.register_at_fork(after_in_child=_reset_pool)
+
+
+def _run_tiles(fn: Any, n: int, n_tiles: int, make_args: Any, keep: tuple[Any, ...]) -> None:
+    """Call ``fn(*make_args(part), tile0, tile1)`` over ``n`` contiguous tile ranges (ctypes releases the GIL,
+    so the ranges run in parallel). Every call holds ``keep`` (the tensors whose raw pointers C reads and
+    writes), and all calls have finished before this returns or raises, even on an interrupt."""
+    global _pool, _pool_size
     if n == 1:
         fn(*make_args(0), 0, n_tiles)
         return
-    if _pool is None or _pool_size < n:
-        _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="harmonrank-block"), n
+    with _lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="harmonrank-block"), n
+        pool: Any = _pool
     bounds = [n_tiles * k // n for k in range(n + 1)]
-    pool: Any = _pool
-    futures = [pool.submit(fn, *make_args(k), bounds[k], bounds[k + 1]) for k in range(n)]
+    futures = []
+    try:
+        for k in range(n):
+            args = (*make_args(k), bounds[k], bounds[k + 1])
+            futures.append(pool.submit(lambda a=args, _keep=keep: fn(*a)))
+    finally:
+        wait(futures)
     for f in futures:
         f.result()
 
@@ -179,8 +199,10 @@ def _forward(x: Tensor, params: list[Tensor], heads: int, eps: float) -> Tensor:
     b, m, d = x.shape
     y = torch.empty_like(x)
     ptrs = (ctypes.c_void_p * len(params))(*(p.data_ptr() for p in params))
-    _run_tiles(lib.hr_align_forward, -(-b // _LANES),
-               lambda _k: (b, m, d, heads, params[6].shape[0], eps, x.data_ptr(), ptrs, y.data_ptr()))
+    n_tiles = -(-b // _LANES)
+    _run_tiles(lib.hr_align_forward, _parts(n_tiles), n_tiles,
+               lambda _k: (b, m, d, heads, params[6].shape[0], eps, x.data_ptr(), ptrs, y.data_ptr()),
+               keep=(x, y, params, ptrs))
     return y
 
 
@@ -191,13 +213,14 @@ def _backward(x: Tensor, dy: Tensor, params: list[Tensor], heads: int, eps: floa
     ptrs = (ctypes.c_void_p * len(params))(*(p.data_ptr() for p in params))
     n_tiles = -(-b // _LANES)
     sizes = [p.numel() for p in params]
-    grads = torch.zeros(_parts(n_tiles), sum(sizes) * _LANES, dtype=torch.float32)  # per part, per lane
-    _run_tiles(lib.hr_align_backward, n_tiles,
+    parts = _parts(n_tiles)
+    grads = torch.zeros(parts, sum(sizes) * _LANES, dtype=torch.float32)  # per part, per lane
+    _run_tiles(lib.hr_align_backward, parts, n_tiles,
                lambda k: (b, m, d, heads, params[6].shape[0], eps, x.data_ptr(), dy.data_ptr(), ptrs,
-                          dx.data_ptr(), grads[k].data_ptr()))
+                          dx.data_ptr(), grads[k].data_ptr()),
+               keep=(x, dy, dx, grads, params, ptrs))
     flat = grads.view(grads.shape[0], -1, _LANES).sum((0, 2))
-    parts = torch.split(flat, sizes)
-    return [dx, *(g.view_as(p).clone() for g, p in zip(parts, params, strict=True))]  # clones: no aliasing
+    return [dx, *(g.view_as(p).clone() for g, p in zip(torch.split(flat, sizes), params, strict=True))]  # no aliasing
 
 
 # registered as torch custom operators, so torch.compile (the Trainer's compile=True) keeps the kernel as
@@ -249,5 +272,22 @@ def align_block(x: Tensor, block: Any, heads: int) -> Tensor:
     ff1, ff2 = block.ff[0], block.ff[2]
     params = [w_qkv, b_qkv, attn.out.weight, attn.out.bias, block.norm1.weight, block.norm1.bias, ff1.weight,
               ff1.bias, ff2.weight, ff2.bias, block.norm2.weight, block.norm2.bias]
+    _check(x, params, heads)
     out: Tensor = _align_op(x, params, heads, float(block.norm1.eps))
     return out
+
+
+def _check(x: Tensor, params: list[Tensor], heads: int) -> None:
+    """What the C code trusts: float32 CPU tensors of the block's shapes, and heads dividing the width."""
+    if x.dim() != 3 or x.dtype != torch.float32 or x.device.type != "cpu":
+        raise ValueError(f"the fused block takes (B, M, d) float32 CPU tokens. Got {tuple(x.shape)} {x.dtype} on "
+                         f"{x.device} instead.")
+    d = x.shape[2]
+    ffn = params[6].shape[0]
+    shapes = [(3 * d, d), (3 * d,), (d, d), (d,), (d,), (d,), (ffn, d), (ffn,), (d, ffn), (d,), (d,), (d,)]
+    for k, (p, shape) in enumerate(zip(params, shapes, strict=True)):
+        if p.dtype != torch.float32 or p.device.type != "cpu" or tuple(p.shape) != shape:
+            raise ValueError(f"fused block parameter {k}: expected float32 CPU {shape}. Got {p.dtype} on "
+                             f"{p.device} {tuple(p.shape)} instead.")
+    if heads < 1 or d % heads:
+        raise ValueError(f"heads must be >= 1 and divide the width {d}. Got {heads} instead.")
