@@ -210,3 +210,13 @@ def test_inputs_the_kernel_cannot_take_are_refused() -> None:
     half.ff.half()
     with pytest.raises(ValueError, match="parameter 6"):
         kernels.align_block(x, half, 2)
+
+
+def test_compiled_or_eager_leaves_nets_without_the_block_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harmonrank.models.one_step import OneStepConfig, OneStepNet
+    from harmonrank.train import CompiledOrEager
+
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_lib", None)
+    CompiledOrEager(OneStepNet(OneStepConfig(objectives=("a", "b"))))
+    assert not kernels._tried  # no build for a net that cannot use the kernel

@@ -167,7 +167,8 @@ class CompiledOrEager(nn.Module):
         self.module = module
         self._compiled: Callable[..., Any] | None = None
         self._probed = False  # the first training call also compiles the backward, inside the fallback
-        kernels.available()  # build/load the fused HarmonRank block now: the traced graph only sees it if loaded
+        if any(getattr(m, "uses_fused_kernel", False) for m in module.modules()):
+            kernels.available()  # build/load the fused kernel now: the traced graph only sees it if loaded
         try:
             with warnings.catch_warnings():  # importing inductor trips torch's own torch.jit deprecation warning
                 warnings.filterwarnings("ignore", message=".*torch.jit.script_method. is deprecated",

@@ -128,6 +128,8 @@ class _CrossAttention(nn.Module):
 class _AlignBlock(nn.Module):
     """Post-norm transformer encoder block over the objective tokens; returns its attention map."""
 
+    uses_fused_kernel = True  # harmonrank.kernels: CompiledOrEager loads the kernel before tracing
+
     def __init__(self, d: int, heads: int, ffn: int) -> None:
         super().__init__()
         self.attn = _Attention(d, heads)
