@@ -87,82 +87,58 @@ struct Params {
     const float *wqkv, *bqkv, *wo, *bo, *g1, *be1, *w1, *b1, *w2, *b2, *g2, *be2;
 };
 
-// The three products below work on blocks of up to MB tokens: each weight is broadcast once per block and
+// The products below work on blocks of up to MB tokens: each weight is broadcast once per block and
 // used for every token of it, and the accumulators of a block (2 x MB vectors) stay in registers.
 constexpr int MB = 6;
 
-// out[m][o] = b[o] + sum_i W[o][i] in[m][i]
-HR_INLINE void linear(const float* W, const float* b, const vf* in, vf* out, int M, int nin, int nout) {
+// out[m][r] = init + sum_k W[r * rs + k * ks] in[m][k] for r < nr, k < nk: the forward product (W as
+// stored, rs = nk, ks = 1) and the input gradient (W transposed, rs = 1, ks = nr) in one loop nest. init is
+// bias[r] if given, else out[m][r] itself if add, else 0. Two outputs at a time.
+HR_INLINE void product(const float* W, int rs, int ks, const float* bias, bool add, const vf* in, vf* out, int M,
+                       int nk, int nr) {
     for (int m0 = 0; m0 < M; m0 += MB) {
         const int mb = M - m0 < MB ? M - m0 : MB;
-        const vf* x = in + m0 * nin;
-        vf* y = out + m0 * nout;
-        int o = 0;
-        for (; o + 2 <= nout; o += 2) {
-            const float *w0 = W + o * nin, *w1 = w0 + nin;
+        const vf* x = in + m0 * nk;
+        vf* y = out + m0 * nr;
+        auto init = [&](int m, int r) { return bias ? splat(bias[r]) : add ? y[m * nr + r] : vf{}; };
+        int r = 0;
+        for (; r + 2 <= nr; r += 2) {
             vf a0[MB], a1[MB];
             for (int m = 0; m < mb; ++m) {
-                a0[m] = splat(b[o]);
-                a1[m] = splat(b[o + 1]);
+                a0[m] = init(m, r);
+                a1[m] = init(m, r + 1);
             }
-            for (int i = 0; i < nin; ++i) {
-                vf u0 = splat(w0[i]), u1 = splat(w1[i]);
+            for (int k = 0; k < nk; ++k) {
+                vf u0 = splat(W[r * rs + k * ks]), u1 = splat(W[(r + 1) * rs + k * ks]);
                 for (int m = 0; m < mb; ++m) {
-                    vf xv = x[m * nin + i];
+                    vf xv = x[m * nk + k];
                     a0[m] += u0 * xv;
                     a1[m] += u1 * xv;
                 }
             }
             for (int m = 0; m < mb; ++m) {
-                y[m * nout + o] = a0[m];
-                y[m * nout + o + 1] = a1[m];
+                y[m * nr + r] = a0[m];
+                y[m * nr + r + 1] = a1[m];
             }
         }
-        for (; o < nout; ++o) {
-            const float* w = W + o * nin;
+        for (; r < nr; ++r) {
             for (int m = 0; m < mb; ++m) {
-                vf acc = splat(b[o]);
-                for (int i = 0; i < nin; ++i) acc += w[i] * x[m * nin + i];
-                y[m * nout + o] = acc;
+                vf acc = init(m, r);
+                for (int k = 0; k < nk; ++k) acc += W[r * rs + k * ks] * x[m * nk + k];
+                y[m * nr + r] = acc;
             }
         }
     }
 }
 
+// out[m][o] = b[o] + sum_i W[o][i] in[m][i]
+HR_INLINE void linear(const float* W, const float* b, const vf* in, vf* out, int M, int nin, int nout) {
+    product(W, nin, 1, b, false, in, out, M, nin, nout);
+}
+
 // din[m][i] (+)= sum_o W[o][i] dout[m][o]
 HR_INLINE void linear_back_input(const float* W, const vf* dout, vf* din, int M, int nin, int nout, bool add) {
-    for (int m0 = 0; m0 < M; m0 += MB) {
-        const int mb = M - m0 < MB ? M - m0 : MB;
-        const vf* dy = dout + m0 * nout;
-        vf* dx = din + m0 * nin;
-        int i = 0;
-        for (; i + 2 <= nin; i += 2) {
-            vf a0[MB], a1[MB];
-            for (int m = 0; m < mb; ++m) {
-                a0[m] = add ? dx[m * nin + i] : vf{};
-                a1[m] = add ? dx[m * nin + i + 1] : vf{};
-            }
-            for (int o = 0; o < nout; ++o) {
-                vf u0 = splat(W[o * nin + i]), u1 = splat(W[o * nin + i + 1]);
-                for (int m = 0; m < mb; ++m) {
-                    vf g = dy[m * nout + o];
-                    a0[m] += u0 * g;
-                    a1[m] += u1 * g;
-                }
-            }
-            for (int m = 0; m < mb; ++m) {
-                dx[m * nin + i] = a0[m];
-                dx[m * nin + i + 1] = a1[m];
-            }
-        }
-        for (; i < nin; ++i) {
-            for (int m = 0; m < mb; ++m) {
-                vf a = add ? dx[m * nin + i] : vf{};
-                for (int o = 0; o < nout; ++o) a += W[o * nin + i] * dy[m * nout + o];
-                dx[m * nin + i] = a;
-            }
-        }
-    }
+    product(W, 1, nin, nullptr, add, dout, din, M, nout, nin);
 }
 
 // gW[o][i] += sum_m dout[m][o] in[m][i]; gb[o] += sum_m dout[m][o]  (per-lane accumulators); two outputs at a
