@@ -6,6 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harmonrank.config import simulator_config
 from harmonrank.data import iter_tables, read_table
@@ -151,3 +153,26 @@ def test_atomic_write_cleans_what_a_killed_writer_left_and_uses_the_usual_mode(t
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "zz", "unseen", ""]), st.sampled_from(["x", "y", "q"]),
+                          st.sampled_from([0.5, -1.0, float("nan"), 7.0]), st.integers(1, 6)),
+                min_size=1, max_size=30))
+def test_feature_encoding_of_runs_equals_row_by_row(runs: list[tuple[str, str, float, int]]) -> None:
+    """Encoding looks each run of equal feature rows up once; the ids equal a row-by-row lookup (a brute-force
+    dict of the vocabulary), unseen values -> 0, NaN numerics -> 0 with the missing flag."""
+    from harmonrank import FeatureEncoder
+
+    rows = [(a, b, v) for a, b, v, k in runs for _ in range(k)]
+    feats = {"c1": np.array([r[0] for r in rows], dtype=object), "c2": np.array([r[1] for r in rows], dtype=object),
+             "n1": np.array([r[2] for r in rows])}
+    enc = FeatureEncoder(vocab={"c1": ["", "a", "zz"], "c2": ["q", "x"]}, numeric_mean={"n1": 0.5},
+                         numeric_std={"n1": 2.0})
+    cats, nums = enc.encode_columns(feats, len(rows))
+    ids = [{v: i + 1 for i, v in enumerate(enc.vocab[c])} for c in ("c1", "c2")]
+    want = np.array([[ids[0].get(r[0], 0), ids[1].get(r[1], 0)] for r in rows])
+    np.testing.assert_array_equal(cats, want)
+    v = np.array([r[2] for r in rows])
+    np.testing.assert_allclose(nums[:, 0], np.where(np.isnan(v), 0.0, (v - 0.5) / 2.0), rtol=1e-6)
+    np.testing.assert_array_equal(nums[:, 1], np.isnan(v))

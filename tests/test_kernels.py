@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -220,3 +221,90 @@ def test_compiled_or_eager_leaves_nets_without_the_block_alone(monkeypatch: pyte
     monkeypatch.setattr(kernels, "_lib", None)
     CompiledOrEager(OneStepNet(OneStepConfig(objectives=("a", "b"))))
     assert not kernels._tried  # no build for a net that cannot use the kernel
+
+
+def _random_net(seed: int = 0, **kw: object) -> HarmonRankNet:
+    torch.manual_seed(seed)
+    cfg = {"objectives": ("a", "b", "c", "d", "e", "f"), "vocab_sizes": (4, 6), "numeric_dim": 2, **kw}
+    net = HarmonRankNet(EnsembleConfig(**cfg)).eval()  # type: ignore[arg-type]
+    with torch.no_grad():  # off the initial values (the gate starts at exact zeros)
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        m = len(net.config.objectives)
+        net.standardize.set_moments([0.3] * m, [1.7] * m)
+    return net
+
+
+def _users_in_runs(n: int, cfg: EnsembleConfig, seed: int) -> EncodedBatch:
+    """Candidates grouped in requests of 1 to 40 rows sharing their user's features; scores at 0 and 1 too."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(1, 41, (n,), generator=g)
+    run = torch.repeat_interleave(torch.arange(n), sizes)[:n]
+    users = len(run.unique())
+    cats = torch.stack([torch.randint(0, v, (users,), generator=g) for v in cfg.vocab_sizes], 1) \
+        if cfg.vocab_sizes else torch.zeros(users, 0, dtype=torch.long)
+    nums = torch.randn(users, cfg.numeric_dim, generator=g)
+    m = len(cfg.objectives)
+    scores = torch.rand(n, m, generator=g, dtype=torch.float64)
+    scores[:3], scores[3:6] = 0.0, 1.0
+    return EncodedBatch(scores, cats[run], nums[run])
+
+
+@pytest.mark.parametrize("kw", [
+    {}, {"gate_branch": False}, {"use_user": False}, {"n_layers": 2},
+    {"vocab_sizes": (), "numeric_dim": 3}, {"vocab_sizes": (5,), "numeric_dim": 0},
+    {"d_model": 12, "n_heads": 3, "ffn_dim": 20, "n_knots": 5, "head_dim": 24},  # run-time sizes
+])
+@pytest.mark.parametrize("n", [1, 13, 1000])
+def test_whole_net_kernel_matches_the_network_in_float64(kw: dict, n: int) -> None:  # type: ignore[type-arg]
+    """The inference form's kernel pass (tokens, step-1 blocks, cross-attention, head, gate) against the
+    trained network's own forward in float64, on requests whose candidates share user features."""
+    net = _random_net(**kw)
+    batch = _users_in_runs(n, net.config, seed=n)
+    form = net.inference_form()
+    assert form._kernel_ok(batch.scores)  # type: ignore[operator]
+    with torch.no_grad():
+        got = form(batch)
+        ref = copy.deepcopy(net).double()(EncodedBatch(batch.scores, batch.categorical, batch.numeric.double()))
+    assert got.dtype == torch.float32 and got.shape == (n,)
+    assert (got.double() - ref).abs().max().item() <= 2e-5 * (1 + ref.abs().max().item())
+
+
+def test_whole_net_kernel_thread_split_and_torch_path_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harmonrank.models.fused import FusedHarmonRank
+
+    net = _random_net(seed=3)
+    batch = _users_in_runs(2000, net.config, seed=5)
+    form = net.inference_form()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            one = form(batch)
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            two = form(batch)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)  # tiles are independent: the split changes nothing
+    monkeypatch.setattr(FusedHarmonRank, "_kernel_ok", lambda self, scores: False)
+    with torch.no_grad():
+        torch_path = form(batch)
+    torch.testing.assert_close(one, torch_path, rtol=1e-5, atol=2e-5)
+
+
+def test_whole_net_kernel_refuses_bad_inputs() -> None:
+    net = _random_net()
+    form: Any = net.inference_form()
+    batch = _users_in_runs(20, net.config, seed=0)
+    z = form.standardize(batch.scores)
+    users = torch.zeros(1, 16 + 64 + 6)
+    args = ([blk.kernel_params for blk in form.blocks], 2, 1e-5, *form.kernel_tok, form.w_head,
+            form.head2.weight[0], 0.0)
+    with pytest.raises(ValueError, match="uidx: values must lie in"):
+        kernels.score_forward(z, z, torch.full((20,), 1), users, *args)
+    with pytest.raises(ValueError, match="users: expected float32"):
+        kernels.score_forward(z, z, torch.zeros(20, dtype=torch.long), users[:, :-1], *args)
+    with pytest.raises(ValueError, match="z: expected float32"):
+        kernels.score_forward(z.double(), z, torch.zeros(20, dtype=torch.long), users, *args)
+    assert kernels.score_forward(z[:0], z[:0], torch.zeros(0, dtype=torch.long), users, *args).shape == (0,)

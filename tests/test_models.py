@@ -128,7 +128,7 @@ def test_fused_inference_form_computes_the_same_scores(kw: dict, monkeypatch: py
     fused = FusedHarmonRank(net, dtype=torch.float64).double().eval()
     with torch.no_grad():
         want = net(EncodedBatch(scores, cats, nums))
-        got = fused(scores, cats, nums)
+        got = fused(EncodedBatch(scores, cats, nums))
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     assert not any(p.requires_grad for p in fused.parameters())  # an inference form: nothing in it trains
 

@@ -127,20 +127,40 @@ class FeatureEncoder:
 
     def encode_columns(self, features: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
         """Categorical ids (n, C) int64, 0 = unknown; numeric (n, 2D) float32: value, missing flag."""
+        cols = [np.asarray(features[name]) for name in self.vocab]
+        if n > 1 and cols:
+            # rows of one request repeat their user's features: look up each run of equal rows once (comparing
+            # neighbouring rows is far cheaper than a string lookup in the vocabulary)
+            new = np.zeros(n, dtype=bool)
+            new[0] = True
+            for col in cols:
+                new[1:] |= col[1:] != col[:-1]
+            heads = np.flatnonzero(new)
+            if len(heads) <= n // 2:
+                return self._lookup([c[heads] for c in cols], len(heads))[np.cumsum(new) - 1], self._numeric(
+                    features, n)
+        return self._lookup(cols, n), self._numeric(features, n)
+
+    def _lookup(self, cols: list[np.ndarray], n: int) -> np.ndarray:
+        """(n, C) int64 vocabulary ids of the categorical columns (in vocab order), 0 = unknown."""
         cats = np.zeros((n, len(self.vocab)), dtype=np.int64)
-        for k, (name, values) in enumerate(self.vocab.items()):
-            col = np.asarray(features[name]).astype(str)
+        for k, values in enumerate(self.vocab.values()):
+            col = cols[k].astype(str)
             known = np.asarray(values, dtype=str)
             pos = np.clip(np.searchsorted(known, col), 0, max(len(known) - 1, 0))
             hit = known[pos] == col if len(known) else np.zeros(n, bool)
             cats[:, k] = np.where(hit, pos + 1, 0)
+        return cats
+
+    def _numeric(self, features: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """(n, 2D) float32: each numeric column standardised (0 when missing) and its missing flag."""
         nums = np.zeros((n, self.numeric_dim), dtype=np.float32)
         for k, name in enumerate(self.numeric_mean):
             v = np.asarray(features[name], dtype=np.float64)
             miss = ~np.isfinite(v)
             nums[:, 2 * k] = np.where(miss, 0.0, (v - self.numeric_mean[name]) / self.numeric_std[name])
             nums[:, 2 * k + 1] = miss
-        return cats, np.clip(nums, -10, 10)
+        return np.clip(nums, -10, 10)
 
     def to_dict(self) -> dict[str, Any]:
         return {

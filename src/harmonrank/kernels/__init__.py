@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["align_block", "available", "enabled", "load_error"]
+__all__ = ["align_block", "align_block_params", "available", "enabled", "load_error", "score_forward"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ def _load() -> Any:
             i64, i32, f32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p
             lib.hr_align_forward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, i64, i64]
             lib.hr_align_backward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, ptr, ptr, i64, i64]
+            lib.hr_score_forward.argtypes = [i64, i32, i32, i32, i32, f32, i32, i32, i32, i32, ptr, ptr, ptr, ptr,
+                                             i32, ptr, ptr, ptr, ptr, ptr, ptr, f32, ptr, i64, i64]
             lib.hr_align_lanes.restype = i32
             if lib.hr_align_lanes() != _LANES:
                 raise RuntimeError(f"kernel built with {lib.hr_align_lanes()} lanes, expected {_LANES}")
@@ -272,8 +274,15 @@ def align_block(x: Tensor, block: Any, heads: int) -> Tensor:
     ff1, ff2 = block.ff[0], block.ff[2]
     params = [w_qkv, b_qkv, attn.out.weight, attn.out.bias, block.norm1.weight, block.norm1.bias, ff1.weight,
               ff1.bias, ff2.weight, ff2.bias, block.norm2.weight, block.norm2.bias]
+    return align_block_params(x, params, heads, float(block.norm1.eps))
+
+
+def align_block_params(x: Tensor, params: list[Tensor], heads: int, eps: float) -> Tensor:
+    """:func:`align_block` with the block's 12 parameters given as a list: the QKV weight (3d, d) and bias
+    (unscaled: the kernel applies 1/sqrt(d_h)), the output projection, LayerNorm 1, the two feed-forward
+    layers, LayerNorm 2 (weight before bias); both LayerNorms with ``eps``."""
     _check(x, params, heads)
-    out: Tensor = _align_op(x, params, heads, float(block.norm1.eps))
+    out: Tensor = _align_op(x, params, heads, eps)
     return out
 
 
@@ -291,3 +300,62 @@ def _check(x: Tensor, params: list[Tensor], heads: int) -> None:
                              f"{p.device} {tuple(p.shape)} instead.")
     if heads < 1 or d % heads:
         raise ValueError(f"heads must be >= 1 and divide the width {d}. Got {heads} instead.")
+
+
+def score_forward(z: Tensor, logp: Tensor | None, uidx: Tensor, users: Tensor, blocks: list[list[Tensor]],
+                  heads: int, eps: float, knots: Tensor, wtok: Tensor, btok: Tensor, whead: Tensor, w2: Tensor,
+                  b2: float) -> Tensor:
+    """The whole folded HarmonRank net in one pass per tile of 8 candidates (inference only, no gradient):
+    objective tokens, the step-1 blocks, the cross-attention, the head MLP and the gate's weighted product.
+
+    z (B, M) standardised logits; logp (B, M) clipped log-probabilities, or None for a net without the gate;
+    uidx (B,) int64: the row of ``users`` (U, d + hd [+ M]) holding each candidate's user terms (query in
+    token space, head user term, softplus of the gate); ``blocks``: each step-1 block's 12 parameters
+    (:func:`align_block_params`' order); knots (K), wtok (M, K + 1, d), btok (M, d), whead (hd, M d + d),
+    w2 (hd). Returns (B,) float32 scores. :class:`harmonrank.models.fused.FusedHarmonRank` holds the
+    reference semantics; ``tests/test_kernels.py`` checks this against it.
+    """
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"the fused kernel is unavailable: {_error}")
+    b, m = z.shape
+    k, hd = knots.shape[0], whead.shape[0]
+    d = btok.shape[1]
+    gated = logp is not None
+    nu = d + hd + (m if gated else 0)
+    tensors = {"z": (z, (b, m)), "knots": (knots, (k,)), "wtok": (wtok, (m, k + 1, d)), "btok": (btok, (m, d)),
+               "whead": (whead, (hd, m * d + d)), "w2": (w2, (hd,)), "users": (users, (users.shape[0], nu))}
+    if logp is not None:
+        tensors["logp"] = (logp, (b, m))
+    for name, (t, shape) in tensors.items():
+        if t.dtype != torch.float32 or t.device.type != "cpu" or tuple(t.shape) != shape:
+            raise ValueError(f"score_forward {name}: expected float32 CPU {shape}. Got {t.dtype} on {t.device} "
+                             f"{tuple(t.shape)} instead.")
+    if uidx.dtype != torch.int64 or tuple(uidx.shape) != (b,):
+        raise ValueError(f"score_forward uidx: expected int64 ({b},). Got {uidx.dtype} {tuple(uidx.shape)} instead.")
+    if b and (int(uidx.min()) < 0 or int(uidx.max()) >= users.shape[0]):
+        raise ValueError(f"score_forward uidx: values must lie in [0, {users.shape[0]})")
+    if not blocks:
+        raise ValueError("score_forward needs at least one step-1 block")
+    x0 = torch.empty(0, m, d)
+    for params in blocks:
+        _check(x0, params, heads)
+        if params[6].shape != blocks[0][6].shape:
+            raise ValueError("score_forward: every block needs the same feed-forward width")
+    out = torch.empty(b, dtype=torch.float32)
+    if b == 0:
+        return out
+    flat = [p.contiguous() for params in blocks for p in params]
+    ptrs = (ctypes.c_void_p * len(flat))(*(p.data_ptr() for p in flat))
+    z, uidx, users = z.contiguous(), uidx.contiguous(), users.contiguous()
+    lp = logp.contiguous() if logp is not None else None
+    knots, wtok, btok, whead, w2 = (t.contiguous() for t in (knots, wtok, btok, whead, w2))
+    ffn = blocks[0][6].shape[0]
+    n_tiles = -(-b // _LANES)
+    _run_tiles(lib.hr_score_forward, _parts(n_tiles), n_tiles,
+               lambda _k: (b, m, d, heads, ffn, eps, k, hd, len(blocks), int(gated), z.data_ptr(),
+                           lp.data_ptr() if lp is not None else None, uidx.data_ptr(), users.data_ptr(), nu, ptrs,
+                           knots.data_ptr(), wtok.data_ptr(), btok.data_ptr(), whead.data_ptr(), w2.data_ptr(),
+                           b2, out.data_ptr()),
+               keep=(z, lp, uidx, users, flat, ptrs, knots, wtok, btok, whead, w2, out))
+    return out

@@ -439,6 +439,101 @@ void run_backward(int64_t B, int M, int d, int H, int F, float eps, const float*
     }
 }
 
+// Inference of a whole (folded) HarmonRank net per tile: objective tokens from the standardised logits, the
+// step-1 blocks, then step 2 (the user's cross-attention over the aligned tokens, the head MLP, the gate's
+// weighted product), so no intermediate leaves the tile. The user terms, constant over a request's
+// candidates, come precomputed per distinct user row (harmonrank/models/fused.py):
+// U[u] = [query in token space (d) | head's user term (hd) | softplus(gate) (M, if gated)].
+struct ScoreNet {
+    int K, hd, layers;
+    const float *knots, *wtok, *btok;  // (K), (M, K + 1, d), (M, d)
+    const Params* blocks;              // `layers` step-1 blocks
+    const float *whead, *w2;           // (hd, M d + d), (hd)
+    float b2;
+    bool gated;
+};
+
+template <int CM, int CD, int CH, int CF>
+void run_score(int64_t B, int M, int d, int H, int F, float eps, const float* z, const float* logp,
+               const int64_t* uidx, const float* U, int nu, const ScoreNet& S, float* out, int64_t tile0,
+               int64_t tile1) {
+    Tile<CM, CD, CH, CF> tile(M, d, H, F, eps);
+    const int Mx = CM ? CM : M, dx = CD ? CD : d;
+    const int width = Mx * dx + dx;
+    std::vector<vf> zt(Mx), lp(Mx), g(dx), hu(S.hd), gate(Mx), cat(width), h(S.hd), sw(Mx);
+    for (int64_t tt = tile0; tt < tile1; ++tt) {
+        const int64_t b0 = tt * T;
+        // per-lane gathers of the candidate's logits and its user's terms (padding lanes repeat the last row)
+        // (through float views: writing one lane of a vector value is a load-insert-store)
+        float *zf = reinterpret_cast<float*>(zt.data()), *lf = reinterpret_cast<float*>(lp.data()),
+              *gf = reinterpret_cast<float*>(gate.data()), *qf = reinterpret_cast<float*>(g.data()),
+              *hf = reinterpret_cast<float*>(hu.data());
+        for (int t = 0; t < T; ++t) {
+            const int64_t b = b0 + t < B ? b0 + t : B - 1;
+            const float* u = U + uidx[b] * nu;
+            for (int m = 0; m < Mx; ++m) zf[m * T + t] = z[b * Mx + m];
+            if (S.gated)
+                for (int m = 0; m < Mx; ++m) {
+                    lf[m * T + t] = logp[b * Mx + m];
+                    gf[m * T + t] = u[dx + S.hd + m];
+                }
+            for (int o = 0; o < dx; ++o) qf[o * T + t] = u[o];
+            for (int j = 0; j < S.hd; ++j) hf[j * T + t] = u[dx + j];
+        }
+        // objective tokens: x[m] = btok[m] + wtok[m][0] z + sum_k wtok[m][1 + k] relu(z - knot_k)
+        for (int m = 0; m < Mx; ++m) {
+            vf* xm = tile.x.data() + m * dx;
+            const float* w = S.wtok + static_cast<int64_t>(m) * (S.K + 1) * dx;
+            for (int o = 0; o < dx; ++o) xm[o] = splat(S.btok[m * dx + o]) + w[o] * zt[m];
+            for (int k = 0; k < S.K; ++k) {
+                vf r = zt[m] - S.knots[k];
+                r = r > 0.0f ? r : vf{};
+                const float* wk = w + (k + 1) * dx;
+                for (int o = 0; o < dx; ++o) xm[o] += wk[o] * r;
+            }
+        }
+        for (int l = 0; l < S.layers; ++l) {
+            if (l) tile.x.swap(tile.y);
+            tile.forward(S.blocks[l]);
+        }
+        const vf* x = tile.y.data();
+        // step 2: softmax over tokens of x[m] . g, the pooled token, then [x, pooled] -> head
+        vf mx = splat(-INFINITY);
+        for (int m = 0; m < Mx; ++m) {
+            vf a = vf{};
+            for (int o = 0; o < dx; ++o) a += x[m * dx + o] * g[o];
+            sw[m] = a;
+            mx = vmax(mx, a);
+        }
+        vf sum = vf{};
+        for (int m = 0; m < Mx; ++m) {
+            sw[m] = vexp(sw[m] - mx);
+            sum += sw[m];
+        }
+        vf inv = 1.0f / sum;
+        for (int o = 0; o < dx; ++o) cat[Mx * dx + o] = vf{};
+        for (int m = 0; m < Mx; ++m) {
+            vf a = sw[m] * inv;
+            for (int o = 0; o < dx; ++o) {
+                cat[m * dx + o] = x[m * dx + o];
+                cat[Mx * dx + o] += a * x[m * dx + o];
+            }
+        }
+        for (int j = 0; j < S.hd; ++j) h[j] = hu[j];
+        product(S.whead, width, 1, nullptr, true, cat.data(), h.data(), 1, width, S.hd);
+        vf score = splat(S.b2);
+        for (int j = 0; j < S.hd; ++j) {
+            vf cdf, pdf;
+            normal_cdf_pdf(h[j], cdf, pdf);
+            score += S.w2[j] * (h[j] * cdf);
+        }
+        if (S.gated)
+            for (int m = 0; m < Mx; ++m) score += gate[m] * lp[m];
+        const float* sf = reinterpret_cast<const float*>(&score);
+        for (int t = 0; t < T && b0 + t < B; ++t) out[b0 + t] = sf[t];
+    }
+}
+
 // the default net (6 objectives, d 16, 2 heads, feed-forward 32) and its preference variant (7 tokens)
 // get compile-time sizes; anything else runs the same code with run-time sizes
 #define HR_DISPATCH(FN, ...)                                                   \
@@ -470,6 +565,20 @@ void hr_align_backward(int64_t B, int M, int d, int H, int F, float eps, const f
     Params P = params(p);
     vf* G = reinterpret_cast<vf*>(grads);
     HR_DISPATCH(run_backward, B, M, d, H, F, eps, x, dy, P, dx, G, tile0, tile1)
+}
+
+// out[b] = the folded net's score of candidate b, for the candidates of tiles [tile0, tile1). z, logp: (B, M)
+// standardised logits and clipped log-probabilities (logp unused unless gated); uidx (B): row of U (n, nu)
+// holding b's user terms; p: 12 pointers per block (hr_align_forward's order), `layers` blocks; knots (K),
+// wtok (M, K + 1, d), btok (M, d), whead (hd, M d + d), w2 (hd), b2
+void hr_score_forward(int64_t B, int M, int d, int H, int F, float eps, int K, int hd, int layers, int gated,
+                      const float* z, const float* logp, const int64_t* uidx, const float* U, int nu,
+                      const float* const* p, const float* knots, const float* wtok, const float* btok,
+                      const float* whead, const float* w2, float b2, float* out, int64_t tile0, int64_t tile1) {
+    std::vector<Params> blocks;
+    for (int l = 0; l < layers; ++l) blocks.push_back(params(p + 12 * l));
+    ScoreNet S{K, hd, layers, knots, wtok, btok, blocks.data(), whead, w2, b2, gated != 0};
+    HR_DISPATCH(run_score, B, M, d, H, F, eps, z, logp, uidx, U, nu, S, out, tile0, tile1)
 }
 
 }  // extern "C"

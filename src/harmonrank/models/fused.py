@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import kernels
+from ..features import EncodedBatch
 from .common import log_scores
 from .harmonrank import HarmonRankNet
 
@@ -51,8 +53,18 @@ class _FusedBlock(nn.Module):
         self.norm1 = copy.deepcopy(block.norm1)
         self.ff = copy.deepcopy(block.ff)
         self.norm2 = copy.deepcopy(block.norm2)
+        # the fused C++ kernel (harmonrank.kernels) takes the block's own parameters, the scale unfolded; a
+        # plain list, so it is neither saved nor exported (the exported graph is the PyTorch form below)
+        self.eps = float(block.norm1.eps)
+        self.kernel_ok = block.norm1.eps == block.norm2.eps
+        self.kernel_params = [p.detach().to(torch.float32).contiguous().clone() for p in (
+            torch.cat([attn.q.weight, attn.kv.weight]), torch.cat([attn.q.bias, attn.kv.bias]), attn.out.weight,
+            attn.out.bias, block.norm1.weight, block.norm1.bias, block.ff[0].weight, block.ff[0].bias,
+            block.ff[2].weight, block.ff[2].bias, block.norm2.weight, block.norm2.bias)]
 
     def forward(self, x: Tensor) -> Tensor:  # (B, M, d) -> (B, M, d)
+        if self.kernel_ok and not torch.compiler.is_exporting() and kernels.available(x):
+            return kernels.align_block_params(x, self.kernel_params, self.heads, self.eps)
         b, m, d = x.shape
         qkv = F.linear(x, self.w_qkv, self.b_qkv).view(b, m, 3, self.heads, self.dh)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, M, dh); the 1/sqrt(dh) scale is in the query weights
@@ -64,7 +76,7 @@ class _FusedBlock(nn.Module):
 
 
 class FusedHarmonRank(nn.Module):
-    """``(scores, categorical, numeric) -> (B,)``: a trained HarmonRankNet's score, folded for inference.
+    """``EncodedBatch -> (B,)``: a trained HarmonRankNet's score, folded for inference.
 
     The folds are computed in float64 and rounded to ``dtype`` (float32 for export; float64 shows the
     algebra is exact).
@@ -120,23 +132,27 @@ class FusedHarmonRank(nn.Module):
         self.w_head = _param(torch.cat([w1t, w1f @ wo @ wv], dim=1), dtype)  # on [aligned tokens, pooled tokens]
         self.head2 = copy.deepcopy(head2)
         self.requires_grad_(False)
+        # the whole-net kernel (harmonrank.kernels.score_forward) takes the tokens' weights unfolded
+        self.kernel_tok = [t.detach().to(torch.float32).contiguous().clone() for t in (
+            net.knots, net.token_weight, net.objective)]
 
-    def forward(self, scores: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:
+    def forward(self, batch: EncodedBatch) -> Tensor:
+        if self._kernel_ok(batch.scores):
+            return self._kernel_forward(batch)
+        scores, categorical, numeric = batch.scores, batch.categorical, batch.numeric
         b = scores.shape[0]
         z = self.standardize(scores)  # (B, M)
         basis = torch.cat([z[..., None], torch.relu(z[..., None] - self.knots)], dim=-1).reshape(b, -1)
         x = (basis @ self.w_tok + self.b_tok).view(b, self.m, self.d)
         for blk in self.blocks:
             x = blk(x)
-        if self.use_user:
-            pre = self.b_user.expand(b, -1)
-            for k, table in enumerate(self.tables):
-                pre = pre + F.embedding(categorical[:, k], table)
-            if self.w_num is not None:
-                pre = pre + F.linear(numeric, self.w_num)
-            uterms = F.linear(F.gelu(pre), self.w_u, self.b_u)
-        else:
+        if not self.use_user:
             uterms = self.u_const.expand(b, -1)
+        elif b > 1 and not torch.compiler.is_exporting():
+            new, run = _runs(categorical, numeric)
+            uterms = self._user_terms(categorical[new], numeric[new])[run]
+        else:
+            uterms = self._user_terms(categorical, numeric)
         g = uterms[:, : self.n_query]  # cross-attention query, in token space
         w = torch.softmax((x * g[:, None, :]).sum(-1), dim=-1)  # (B, M)
         pooled = (w[..., None] * x).sum(1)  # (B, d)
@@ -147,3 +163,48 @@ class FusedHarmonRank(nn.Module):
             gate = F.softplus(uterms[:, self.n_query + self.n_head:])
             score = score + (gate * log_scores(scores)).sum(1)
         return score
+
+    def _kernel_ok(self, scores: Tensor) -> bool:
+        """Whether the whole-net kernel runs: float32 weights on the CPU, not exporting, the kernel loaded."""
+        return (scores.device.type == "cpu" and self.w_head.dtype == torch.float32 and self.w_head.device.type == "cpu"
+                and all(getattr(blk, "kernel_ok", False) for blk in self.blocks) and not torch.compiler.is_exporting()
+                and kernels.available(torch.empty(0, 0, 0)))
+
+    def _kernel_forward(self, batch: EncodedBatch) -> Tensor:
+        scores, categorical, numeric = batch.scores, batch.categorical, batch.numeric
+        b = scores.shape[0]
+        if self.use_user:
+            new, run = _runs(categorical, numeric)
+            users = self._user_terms(categorical[new], numeric[new])
+        else:
+            users, run = self.u_const[None, :], torch.zeros(b, dtype=torch.int64)
+        gated = self.gate_branch
+        if gated:  # the gate's softplus once per user, not per candidate
+            g0 = self.n_query + self.n_head
+            users = torch.cat([users[:, :g0], F.softplus(users[:, g0:])], dim=1)
+        blocks: list[Any] = list(self.blocks)
+        knots, wtok, btok = self.kernel_tok
+        return kernels.score_forward(
+            self.standardize(scores).contiguous(), log_scores(scores).contiguous() if gated else None, run,
+            users.contiguous(), [blk.kernel_params for blk in blocks], blocks[0].heads, blocks[0].eps, knots, wtok,
+            btok, self.w_head, self.head2.weight[0], float(self.head2.bias[0]))
+
+    def _user_terms(self, categorical: Tensor, numeric: Tensor) -> Tensor:
+        """(B, d + head_dim [+ M]): everything linear in the user vector, from the folded user encoder."""
+        pre = self.b_user.expand(categorical.shape[0], -1)
+        for k, table in enumerate(self.tables):
+            pre = pre + F.embedding(categorical[:, k], table)
+        if self.w_num is not None:
+            pre = pre + F.linear(numeric, self.w_num)
+        return F.linear(F.gelu(pre), self.w_u, self.b_u)
+
+
+def _runs(categorical: Tensor, numeric: Tensor) -> tuple[Tensor, Tensor]:
+    """Candidates of one request share their user's features, and scoring keeps a request's rows together:
+    (first row of each run of equal feature rows (B,) bool, each row's run index (B,) int64), so user terms
+    are computed once per run and repeated."""
+    b = categorical.shape[0]
+    new = torch.ones(b, dtype=torch.bool, device=categorical.device)
+    if b > 1:
+        new[1:] = (categorical[1:] != categorical[:-1]).any(1) | (numeric[1:] != numeric[:-1]).any(1)
+    return new, torch.cumsum(new, 0) - 1

@@ -210,6 +210,16 @@ class HarmonRankNet(nn.Module):
         score, _ = self._run(batch, need_weights=False)
         return score
 
+    def inference_form(self) -> nn.Module:
+        """The same function for scoring only: its linear maps folded and, on the CPU, one fused kernel pass
+        per tile of candidates (:class:`harmonrank.models.fused.FusedHarmonRank`); prediction and ONNX export
+        use it. A preference-conditioned net (objective weights as an input) is its own inference form."""
+        if self.config.preference:
+            return self
+        from .fused import FusedHarmonRank  # fused imports this module
+
+        return FusedHarmonRank(self).eval()
+
     def attention(self, batch: EncodedBatch) -> Tensor:
         """Step-1 objective-to-objective attention of the last block, averaged over heads: (B, M, M)."""
         _, attn = self._run(batch, need_weights=True)
