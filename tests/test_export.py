@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clihelp import run
-from harmonrank import HarmonRankError, SimulatorConfig, TrainConfig, make_ranker, read_table, simulate
+from harmonrank import ConfigError, HarmonRankError, SimulatorConfig, TrainConfig, make_ranker, read_table, simulate
 from harmonrank import simulator_config as sim_cfg
 from harmonrank.export import export_ranker, load_artifact
 
@@ -53,6 +53,17 @@ def test_onnx_runtime_matches_pytorch(name: str, splits, parity_table, tmp_path:
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert [o["name"] for o in manifest["objectives"]] == list(parity_table.objectives)
     assert manifest["inputs"][0]["shape"] == ["batch", 6]
+    if name == "formula":  # no network: no weights, so no torch engine; auto falls back to ONNX Runtime
+        assert manifest["torch"] is None and load_artifact(tmp_path / "art", engine="auto").engine == "onnx"
+        with pytest.raises(HarmonRankError, match="has none"):
+            load_artifact(tmp_path / "art", engine="torch")
+        return
+    # the torch engine: the same weights through the network's inference form (its fused kernel on the CPU)
+    eng = load_artifact(tmp_path / "art", engine="torch")
+    assert eng.engine == "torch" and manifest["torch"]["net"] == ranker.net
+    torch_engine = eng.score(parity_table)
+    assert np.all(np.abs(torch_engine - torch_scores) <= tol), np.abs(torch_engine - torch_scores).max()
+    assert _same_order_within_requests(torch_scores, torch_engine, parity_table.request, tie=1e-4)
 
 
 def test_artifact_refuses_tampering_and_lambdamart_says_it_does_not_export(splits, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -68,6 +79,15 @@ def test_artifact_refuses_tampering_and_lambdamart_says_it_does_not_export(split
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(HarmonRankError, match="format 7"):
         load_artifact(path)
+    net = make_ranker("one_step_bce", FAST).fit(train, valid=valid)
+    weights = export_ranker(net, tmp_path / "net") / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    load_artifact(tmp_path / "net", engine="onnx")  # ONNX Runtime does not read the weights
+    with pytest.raises(HarmonRankError, match=r"model\.safetensors: sha256"):
+        load_artifact(tmp_path / "net", engine="torch")
+    with pytest.raises(ConfigError, match="engine must be one of"):
+        load_artifact(tmp_path / "net", engine="tensorrt")
     lm = make_ranker("lambdamart", FAST, n_estimators=10, group_sizes=(500,)).fit(train, valid=valid)
     with pytest.raises(HarmonRankError, match="does not export"):
         export_ranker(lm, tmp_path / "lm")

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clihelp import free_port, run
-from harmonrank import TrainConfig, make_ranker
+from harmonrank import TrainConfig, kernels, make_ranker
 from harmonrank.export import export_ranker
 from harmonrank.rankers import FormulaRanker
 
@@ -209,6 +209,7 @@ def test_health_readiness_metrics_and_schema(server: Server) -> None:
     assert server.get("/healthz").json() == {"status": "ok"}
     ready = server.get("/readyz").json()
     assert ready["status"] == "ready" and ready["objectives"] == list(OBJ)
+    assert ready["engine"] == ("torch" if kernels.available() else "onnx")  # --engine auto
     server.post("/v1/rank", {"candidates": [_candidate(1)]})
     server.post("/v1/rank", {"candidates": []})
     text = server.get("/metrics").text
@@ -223,6 +224,25 @@ def test_health_readiness_metrics_and_schema(server: Server) -> None:
     assert sorted(scores["required"]) == sorted(OBJ) and scores["additionalProperties"] is False
     assert server.get("/nowhere").status_code == 404
     assert server.get("/v1/rank").status_code == 405
+
+
+def test_onnx_engine_scores_like_the_torch_engine(server: Server, models: dict[str, Path]) -> None:
+    """The same artifact served through ONNX Runtime and through the torch engine (the default where the
+    fused kernel builds): the same ranking and scores within float32 rounding."""
+    g = np.random.default_rng(3)
+    bodies = [{"user": {"u_device": dev}, "candidates": [
+        {"id": i, "scores": {m: float(g.choice([0.0, 1.0, g.random()])) for m in OBJ}} for i in range(n)]}
+        for dev, n in (("never-seen", 1), ("android", 37), ("ios", 600))]
+    with serving(models["hr"], models["root"] / "onnx.log", "--engine", "onnx", "--threads", "2",
+                 "--max-candidates", "1000") as onnx:
+        assert onnx.get("/readyz").json()["engine"] == "onnx"
+        for body in bodies[:2]:  # the module's server takes at most 100 candidates
+            a, b = server.post("/v1/rank", body).json(), onnx.post("/v1/rank", body).json()
+            sa = {c["id"]: c["score"] for c in a["candidates"]}
+            sb = {c["id"]: c["score"] for c in b["candidates"]}
+            assert a["model_version"] == b["model_version"] and sa.keys() == sb.keys()
+            assert all(abs(sa[i] - sb[i]) <= max(1e-5, abs(sb[i]) * 2.0**-20) for i in sa)
+        assert onnx.post("/v1/rank", bodies[2]).status_code == 200  # a request split over 2 threads
 
 
 def test_schemathesis_fuzz_finds_no_server_error_or_schema_violation(server: Server) -> None:

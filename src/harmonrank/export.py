@@ -10,9 +10,15 @@
   per categorical column with id 0 for unseen values; mean, std, missing flag and clip range per numeric
   column), input and output names, dtypes and shapes, training metadata, and the sha256 of ``model.onnx``.
 
-``load_artifact(dir)`` checks the format version and the sha256 before it builds an ONNX Runtime session,
-and scores tables like the ranker did. Export uses PyTorch's current exporter (``torch.onnx.export(...,
-dynamo=True)``, which needs ``onnxscript``), opset 18; install the ``export`` extra.
+* ``model.safetensors`` (neural rankers): the network's weights, with its class and config in the manifest
+  (``torch``) and their sha256, for harmonrank's own torch engine.
+
+``load_artifact(dir, engine=...)`` checks the format version and the sha256 of every file it uses, then
+scores tables like the ranker did: through ONNX Runtime (``engine="onnx"``), or through the network's
+inference form in PyTorch (``"torch"``: on the CPU, one fused kernel pass per tile of candidates,
+:mod:`harmonrank.kernels`), or ``"auto"`` (torch when the artifact has weights and the kernel is available).
+Export uses PyTorch's current exporter (``torch.onnx.export(..., dynamo=True)``, which needs ``onnxscript``),
+opset 18; install the ``export`` extra.
 """
 
 from __future__ import annotations
@@ -31,14 +37,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from . import kernels
 from .config import DatasetConfig
 from .data import Table
 from .errors import ConfigError, DataError, HarmonRankError, MissingDependencyError
 from .features import EncodedBatch, FeatureEncoder
-from .models import HarmonRankNet
-from .models.fused import FusedHarmonRank
 from .rankers import FormulaRanker, NeuralRanker, Ranker
 from .threads import get_threads
 
@@ -107,9 +113,8 @@ def _graph_of(ranker: Ranker) -> tuple[nn.Module, FeatureEncoder]:
         net = ranker.net_.cpu().eval()
         if ranker.conditioned:  # the plain network with w as an input (the folded form has no preference path)
             return _ConditionedGraph(net).eval(), ranker.encoder_
-        if isinstance(net, HarmonRankNet):  # the same function with its linear maps folded (models/fused.py)
-            return FusedHarmonRank(net).eval(), ranker.encoder_
-        return _Graph(net).eval(), ranker.encoder_
+        form = getattr(net, "inference_form", None)  # e.g. HarmonRank's linear maps folded (models/fused.py)
+        return _Graph(form() if form is not None else net).eval(), ranker.encoder_
     if isinstance(ranker, FormulaRanker):
         cfg = ranker.config_
         exps = [float(ranker.exponents_.get(m, 0.0)) for m in cfg.names]
@@ -160,6 +165,12 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
         if program is None:
             raise HarmonRankError("torch.onnx.export returned no program")
         program.save(str(tmp / "model.onnx"))
+        torch_part = None
+        if isinstance(ranker, NeuralRanker):  # the weights for harmonrank's torch engine (never pickled)
+            save_file({k: v.detach().cpu().contiguous() for k, v in ranker.net_.state_dict().items()},
+                      str(tmp / "model.safetensors"))
+            torch_part = {"net": ranker.net, "net_config": ranker.net_config_.to_dict(),
+                          "weights": "model.safetensors", "weights_sha256": _sha256(tmp / "model.safetensors")}
         meta = getattr(ranker, "history_", None)
         manifest = {
             "format": ARTIFACT_FORMAT,
@@ -196,6 +207,7 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
                          "best_epoch": getattr(ranker, "best_epoch_", None),
                          "epochs": len(meta) if meta else None},
             "onnx_sha256": _sha256(tmp / "model.onnx"),
+            "torch": torch_part,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         # replace a previous export with two renames, so a server re-reading ``out`` sees the old or the new
@@ -212,26 +224,32 @@ def export_ranker(ranker: Ranker, out_dir: str | Path, *, opset: int = 18) -> Pa
 
 
 class Artifact:
-    """A loaded, verified serving artifact: ``score(table)`` through ONNX Runtime.
+    """A loaded, verified serving artifact: ``score(table)`` through ONNX Runtime or the torch engine.
 
-    The session runs each call on one thread; ``threads`` > 1 scores inputs of at least 512 rows as chunks
-    (at most ``CHUNK_ROWS`` rows) on that many threads at once (ONNX Runtime releases the GIL): the net is
-    many small kernels (benchmarks/results/onnx_profile.md), which parallelise poorly inside one call.
+    ONNX Runtime: the session runs each call on one thread; ``threads`` > 1 scores inputs of at least 512
+    rows as chunks (at most ``CHUNK_ROWS`` rows) on that many threads at once (ONNX Runtime releases the
+    GIL): the net is many small kernels (benchmarks/results/onnx_profile.md), which parallelise poorly
+    inside one call. Torch (``net`` given): the network's inference form, one call; its fused kernel splits
+    the candidates over torch's threads itself.
     """
 
     CHUNK_ROWS = 2048
     MIN_SPLIT_ROWS = 256  # smaller inputs are one call: a thread hop costs more than it saves
 
-    def __init__(self, path: Path, manifest: dict[str, Any], session: Any, threads: int = 1) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], session: Any, threads: int = 1,
+                 net: nn.Module | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.session = session
+        self.net = net
+        self.engine = "torch" if net is not None else "onnx"
         self.threads = threads
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="harmonrank-onnx") if threads > 1 else None
+        self._pool = (ThreadPoolExecutor(threads, thread_name_prefix="harmonrank-onnx")
+                      if threads > 1 and net is None else None)
         self.encoder = FeatureEncoder.from_dict(manifest["encoder"])
         self.objectives = tuple(o["name"] for o in manifest["objectives"])
         self.config_ = DatasetConfig.from_dict(manifest["dataset_config"])
-        self.name = f"{manifest['ranker']} (onnx)"
+        self.name = f"{manifest['ranker']} ({self.engine})"
 
     def encode(self, table: Table) -> dict[str, np.ndarray]:
         """The ONNX inputs of ``table``'s rows."""
@@ -267,6 +285,11 @@ class Artifact:
         if self.conditioned:
             w = self.default_weights() if weights is None else weights
             feeds["weights"] = np.ascontiguousarray(np.broadcast_to(w.astype(np.float32), (len(scores), len(w))))
+        if self.net is not None:
+            t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+            with torch.no_grad():
+                score: Tensor = self.net(EncodedBatch(t["scores"], t["categorical"], t["numeric"], t.get("weights")))
+            return np.asarray(score.to(torch.float32).numpy())
         out: np.ndarray = self.session.run(None, feeds)[0]
         return out
 
@@ -291,12 +314,20 @@ class Artifact:
         return self.run(feeds["scores"], feeds["categorical"], feeds["numeric"], None).astype(np.float64)
 
 
-def load_artifact(path: str | Path, *, threads: int | None = None) -> Artifact:
-    """Load ``model.onnx`` + ``manifest.json`` after checking the format version and the file's sha256.
+ENGINES = ("auto", "onnx", "torch")
 
-    ``threads``: how many ONNX Runtime calls may run at once (default: :func:`harmonrank.threads.get_threads`).
+
+def load_artifact(path: str | Path, *, threads: int | None = None, engine: str = "onnx") -> Artifact:
+    """Load ``manifest.json`` and the model files the engine needs, after checking the format version and
+    the sha256 of each file.
+
+    ``threads``: how many ONNX Runtime calls may run at once (default: :func:`harmonrank.threads.get_threads`);
+    the torch engine uses torch's thread count. ``engine``: ``"onnx"``, ``"torch"`` (needs the weights a
+    neural ranker's export carries) or ``"auto"`` (torch when the artifact has weights and the fused kernel
+    is available, else ONNX Runtime).
     """
-    ort = _require("onnxruntime")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}. Got {engine!r} instead.")
     d = Path(path)
     try:
         manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
@@ -313,9 +344,40 @@ def load_artifact(path: str | Path, *, threads: int | None = None) -> Artifact:
     if digest != manifest.get("onnx_sha256"):
         raise HarmonRankError(f"{onnx_path}: sha256 {digest[:12]}... does not match the manifest's "
                               f"{str(manifest.get('onnx_sha256'))[:12]}...; the artifact was altered or is incomplete")
+    torch_part = manifest.get("torch")
+    if engine == "auto":
+        engine = "torch" if torch_part and kernels.available() else "onnx"
+    if engine == "torch":
+        if not torch_part:
+            raise HarmonRankError(f"{d}: the torch engine needs the network's weights; this artifact "
+                                  f"({manifest.get('ranker')}) has none. Use --engine onnx")
+        return Artifact(d, manifest, None, threads=threads or get_threads(), net=_torch_net(d, torch_part))
+    ort = _require("onnxruntime")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = 1  # parallelism comes from concurrent calls (see Artifact)
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     return Artifact(d, manifest, session, threads=threads or get_threads())
+
+
+def _torch_net(d: Path, part: dict[str, Any]) -> nn.Module:
+    """The artifact's network from its verified safetensors weights, as its inference form, on the CPU."""
+    from .models import NETWORKS
+
+    weights = d / str(part.get("weights", "model.safetensors"))
+    if not weights.is_file():
+        raise HarmonRankError(f"{d} has no {weights.name}, which its manifest names")
+    digest = _sha256(weights)
+    if digest != part.get("weights_sha256"):
+        raise HarmonRankError(f"{weights}: sha256 {digest[:12]}... does not match the manifest's "
+                              f"{str(part.get('weights_sha256'))[:12]}...; the artifact was altered or is incomplete")
+    if part.get("net") not in NETWORKS:
+        raise HarmonRankError(f"{d}/manifest.json: unknown network {part.get('net')!r}")
+    net_cls, cfg_cls = NETWORKS[part["net"]]
+    net = net_cls(cfg_cls(**part["net_config"]))
+    net.load_state_dict(load_file(str(weights)))
+    net.eval()
+    form = getattr(net, "inference_form", None)
+    out: nn.Module = form() if form is not None else net
+    return out.eval()

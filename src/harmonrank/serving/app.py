@@ -17,9 +17,11 @@ out-of-range scores, wrong types, empty or too long candidate lists, duplicate i
 size limit, 503 with ``Retry-After`` when more requests wait than the queue allows. No endpoint takes a file
 path, and nothing is unpickled: the artifact is an ONNX graph plus JSON, verified by sha256.
 
-Scoring runs on ``threads`` worker threads (each request one single-threaded ONNX Runtime call, or chunks
-of a large one spread over the threads) while the event loop parses the next requests; requests beyond
-``max_queue`` parsing, waiting or running are shed with 503.
+Scoring runs on ``threads`` worker threads while the event loop parses the next requests; requests beyond
+``max_queue`` parsing, waiting or running are shed with 503. The engine (``engine``, default ``auto``): the
+torch engine scores a request in one call of the network's inference form, whose fused kernel splits the
+candidates over ``threads`` torch threads; ONNX Runtime runs each request as one single-threaded call, or
+chunks of a large one spread over the worker threads.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ except ModuleNotFoundError as _err:  # pragma: no cover - the serve extra is mis
     raise MissingDependencyError(f"{_err.name} is needed to serve: pip install 'harmonrank[serve]'") from _err
 
 from ..errors import ConfigError, HarmonRankError, MissingDependencyError
-from ..export import Artifact, load_artifact
+from ..export import ENGINES, Artifact, load_artifact
+from ..threads import set_threads
 from .parse import Parsed, parse_request, parse_with_pydantic
 from .schema import MAX_PROBLEMS, ErrorResponse, Problem, RankModels, RankResponse
 
@@ -87,8 +90,11 @@ class ServeConfig:
     max_body_bytes: int = 16 << 20
     max_queue: int = 256
     admin_token_env: str = "HARMONRANK_ADMIN_TOKEN"
+    engine: str = "auto"  # "onnx", "torch" or "auto" (harmonrank.export.load_artifact)
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}. Got {self.engine!r} instead.")
         for name in ("threads", "max_candidates", "max_body_bytes", "max_queue"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -123,7 +129,7 @@ class LoadedModel:
     @classmethod
     def load(cls, path: Path, config: ServeConfig) -> LoadedModel:
         """Load (format, sha256), build the API models, and score a warm-up request; raises on any failure."""
-        art = load_artifact(path, threads=config.threads)
+        art = load_artifact(path, threads=config.threads, engine=config.engine)
         enc = art.encoder
         defaults = art.manifest["preference"]["default_weights"] if art.conditioned else None
         models = RankModels.build(art.objectives, tuple(enc.vocab), tuple(enc.numeric_mean), config.max_candidates,
@@ -190,11 +196,12 @@ class _Metrics:
         self.reloads = pc.Counter("harmonrank_model_reloads", "model reload attempts by result", ["result"],
                                   registry=r)
         self.info = pc.Gauge("harmonrank_model_info", "the model being served (value 1)",
-                             ["version", "ranker", "path"], registry=r)
+                             ["version", "ranker", "path", "engine"], registry=r)
 
     def set_model(self, model: LoadedModel) -> None:
         self.info.clear()
-        self.info.labels(model.version, str(model.artifact.manifest.get("ranker")), str(model.artifact.path)).set(1)
+        self.info.labels(model.version, str(model.artifact.manifest.get("ranker")), str(model.artifact.path),
+                         model.artifact.engine).set(1)
 
 
 class ServiceState:
@@ -202,6 +209,8 @@ class ServiceState:
 
     def __init__(self, config: ServeConfig, model: LoadedModel | None = None) -> None:
         self.config = config
+        if config.engine != "onnx":
+            set_threads(config.threads)  # the torch engine's kernel splits a request over torch's threads
         self.model = model if model is not None else LoadedModel.load(config.artifact, config)
         self.metrics = _Metrics()
         self.metrics.set_model(self.model)
@@ -434,7 +443,7 @@ def create_app(state: ServiceState) -> Any:
             return error(503, "shutting down")
         model = state.model
         return JSONResponse({"status": "ready", "model_version": model.version,
-                             "ranker": model.artifact.manifest.get("ranker"),
+                             "ranker": model.artifact.manifest.get("ranker"), "engine": model.artifact.engine,
                              "objectives": list(model.models.objectives)})
 
     @app.get("/metrics", response_class=PlainTextResponse)
