@@ -4,9 +4,12 @@ the arithmetic limit from each net's FLOP count; peak memory of `harmonrank pred
     python benchmarks/serving.py        # writes benchmarks/results/serving.{md,json}
 
 Scoring rates: candidates/s of in-memory scoring of the same table (feature encoding included), median of
-5 calls, at 1 and 2 threads. Arithmetic limit: this machine's float32 matmul rate (GFLOP/s of a 2048^3
-torch.mm at 2 threads) divided by the net's FLOPs per candidate (torch's FlopCounterMode). Peak RSS:
-ru_maxrss of a `harmonrank predict --engine onnx` process streaming a 1M-row and a 10M-row Parquet file.
+5 calls, at 1 and 2 threads: torch (`ranker.predict`: the network's inference form; for HarmonRank one fused
+C++ kernel pass per tile of candidates), the same with the kernel switched off (HARMONRANK_FUSED_BLOCK=0:
+PyTorch operators), and ONNX Runtime over the exported artifact. Arithmetic limit: this machine's float32
+matmul rate (GFLOP/s of a 2048^3 torch.mm at 2 threads) divided by the net's FLOPs per candidate (torch's
+FlopCounterMode on the trained network). Peak RSS: ru_maxrss of a `harmonrank predict` process (torch and
+onnx engines) streaming a 1M-row and a 10M-row Parquet file, read, encode, score and write.
 """
 
 from __future__ import annotations
@@ -89,21 +92,33 @@ def main() -> None:
             ranker.net_(enc)
         flops = counter.get_total_flops() / 4096
         row = {"net": name, "flops_per_candidate": flops, "arithmetic_limit": gflops * 1e9 / flops}
+        ranker.save(tmp / f"run_{name}")
         for threads in (1, 2):
             set_threads(threads)
             art = load_artifact(arts[name], threads=threads)
             row[f"torch @{threads}t"] = _median_rate(lambda r=ranker: r.predict(big), len(big))
+            os.environ["HARMONRANK_FUSED_BLOCK"] = "0"
+            try:
+                row[f"torch, no kernel @{threads}t"] = _median_rate(lambda r=ranker: r.predict(big), len(big))
+            finally:
+                del os.environ["HARMONRANK_FUSED_BLOCK"]
             row[f"onnx @{threads}t"] = _median_rate(lambda a=art: a.score(big), len(big))
+        set_threads(2)
+        t0 = time.perf_counter()
+        ranker.encoder_.transform(big)
+        row["encode_seconds"] = time.perf_counter() - t0
         rows.append(row)
         print(row, flush=True)
     rss = []
     for n in args.rss_rows:
         path = tmp / f"score_{n}.parquet"
         simulate(path, replace(SimulatorConfig(rows=n, seed=1)))
-        secs, mib = _peak_rss_mib([EXE, "predict", "--engine", "onnx", "-m", str(arts["harmonrank"]), "-d", str(path),
-                                   "-o", str(tmp / "out.parquet"), "--threads", "2"])
-        rss.append({"rows": n, "seconds": secs, "peak_rss_mib": mib, "candidates_per_s_end_to_end": n / secs})
-        print(rss[-1], flush=True)
+        for engine, model in (("torch", tmp / "run_harmonrank"), ("onnx", arts["harmonrank"])):
+            secs, mib = _peak_rss_mib([EXE, "predict", "--engine", engine, "-m", str(model), "-d", str(path),
+                                       "-o", str(tmp / "out.parquet"), "--threads", "2"])
+            rss.append({"engine": engine, "rows": n, "seconds": secs, "peak_rss_mib": mib,
+                        "candidates_per_s_end_to_end": n / secs})
+            print(rss[-1], flush=True)
         path.unlink()
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     meta = {"command": "python benchmarks/serving.py", "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
@@ -115,15 +130,21 @@ def main() -> None:
              f"`{meta['command']}` on {meta['machine']}; {len(big):,} candidates scored in memory (feature encoding "
              f"included), median of 5 calls; load average after: {load}. Arithmetic limit: {gflops:,.0f} GFLOP/s "
              "(float32 matmul, 2 threads) / FLOPs per candidate.", "",
-             "| net | FLOPs / candidate | torch @1t | torch @2t | ONNX Runtime @1t | ONNX Runtime @2t | "
-             "arithmetic limit |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| net | FLOPs / candidate | torch @1t | torch @2t | torch, no kernel @1t | torch, no kernel @2t | "
+             "ONNX Runtime @1t | ONNX Runtime @2t | arithmetic limit | torch @2t / ONNX Runtime @2t |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['net']} | {r['flops_per_candidate']:,.0f} | {r['torch @1t']:,.0f} | {r['torch @2t']:,.0f} "
-                     f"| {r['onnx @1t']:,.0f} | {r['onnx @2t']:,.0f} | {r['arithmetic_limit']:,.0f} |")
-    lines += ["", "Candidates per second. Streaming a Parquet file through `harmonrank predict --engine onnx "
-              "--threads 2` (read, encode, score, write):", "",
-              "| rows | seconds | candidates/s end to end | peak RSS MiB |", "|---:|---:|---:|---:|"]
-    lines += [f"| {r['rows']:,} | {r['seconds']:.1f} | {r['candidates_per_s_end_to_end']:,.0f} | "
+                     f"| {r['torch, no kernel @1t']:,.0f} | {r['torch, no kernel @2t']:,.0f} "
+                     f"| {r['onnx @1t']:,.0f} | {r['onnx @2t']:,.0f} | {r['arithmetic_limit']:,.0f} "
+                     f"| {r['torch @2t'] / r['onnx @2t']:.2f}x |")
+    lines += ["", "Candidates per second. Of each call, feature encoding (strings to vocabulary ids, numerics "
+              "standardised) took " + ", ".join(f"{r['encode_seconds']:.2f} s ({r['net']})" for r in rows)
+              + f" for the {len(big):,} rows.", "",
+              "Streaming a Parquet file through `harmonrank predict --engine E --threads 2` (read, encode, score, "
+              "write; torch from the run folder, onnx from the artifact):", "",
+              "| engine | rows | seconds | candidates/s end to end | peak RSS MiB |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['engine']} | {r['rows']:,} | {r['seconds']:.1f} | {r['candidates_per_s_end_to_end']:,.0f} | "
               f"{r['peak_rss_mib']:,.0f} |" for r in rss]
     (RESULTS / "serving.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -148,7 +148,9 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=100_000)
     ap.add_argument("--sizes", type=int, nargs="*", default=[100, 500, 2000])
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
-    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="server ONNX Runtime threads")
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="server scoring threads")
+    ap.add_argument("--engines", nargs="*", default=["torch", "onnx"], choices=["torch", "onnx"],
+                    help="server scoring engines, each run over the whole grid")
     ap.add_argument("--requests", type=int, default=3000, help="most requests per cell")
     ap.add_argument("--seconds", type=float, default=6.0, help="most seconds per cell")
     ap.add_argument("--out", type=Path, default=RESULTS / "serving_http")
@@ -163,25 +165,25 @@ def main() -> None:
     rng = random.Random(0)
     reqs = {size: bodies(test, size, 16, rng) for size in args.sizes}
     rows: list[dict[str, Any]] = []
-    for threads in args.threads:
-        proc, port = start_server(artifact, threads)
+    for engine, threads in [(e, t) for e in args.engines for t in args.threads]:
+        proc, port = start_server(artifact, threads, "--engine", engine)
         try:
             for size in args.sizes:
                 for conc in args.concurrency:
                     cpu0 = os.times()
                     r = asyncio.run(load(port, reqs[size], conc, args.requests, args.seconds))
                     cpu1 = os.times()
-                    r.update(threads=threads, candidates=size, concurrency=conc,
+                    r.update(engine=engine, threads=threads, candidates=size, concurrency=conc,
                              candidates_per_s=r["requests_per_s"] * size,
                              client_cpu_share=((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / r["seconds"])
                     rows.append(r)
-                    print(f"threads {threads} size {size:5d} conc {conc:3d}: p50 {r['p50_ms']:.2f} p95 "
+                    print(f"{engine} threads {threads} size {size:5d} conc {conc:3d}: p50 {r['p50_ms']:.2f} p95 "
                           f"{r['p95_ms']:.2f} p99 {r['p99_ms']:.2f} ms, {r['requests_per_s']:.0f} req/s, "
                           f"codes {r['codes']}, errors {r['transport_errors']}", flush=True)
         finally:
             stop_server(proc)
     # saturation: more connections than the admission limit; the excess must be shed with 503, nothing else
-    proc, port = start_server(artifact, 1, "--max-queue", "8")
+    proc, port = start_server(artifact, 1, "--max-queue", "8", "--engine", args.engines[0])
     try:
         sat = asyncio.run(load(port, reqs[max(args.sizes)], 64, args.requests, args.seconds))
     finally:
@@ -195,23 +197,27 @@ def main() -> None:
         "# HTTP ranking service under load",
         "",
         f"`python benchmarks/serving_http.py` on {meta['machine']}; a default HarmonRank net served by "
-        "`harmonrank serve --threads T` (uvicorn, one process; T scoring threads, one single-threaded ONNX Runtime "
-        "call each, a request of >= 512 candidates split over them); client: asyncio HTTP/1.1 keep-alive in "
+        "`harmonrank serve --engine E --threads T` (uvicorn, one process; T scoring threads. Engine torch: the "
+        "network's inference form, one fused-kernel call per request split over T torch threads. Engine onnx: one "
+        "single-threaded ONNX Runtime call per request, a request of >= 512 candidates split over the T threads); "
+        "client: asyncio HTTP/1.1 keep-alive in "
         "this benchmark's process on the same 2 cores "
         "(its CPU share is given: it competes with the server). Each cell: at most "
         f"{args.requests:,} requests or {args.seconds:g} s after a warm-up. Load average after: "
         + " ".join(f"{x:.2f}" for x in meta["load_after"]) + ".",
         "",
-        "| server threads | candidates | concurrency | requests | non-200 | p50 ms | p95 ms | p99 ms | requests/s "
-        "| candidates/s | client CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| engine | server threads | candidates | concurrency | requests | non-200 | p50 ms | p95 ms | p99 ms "
+        "| requests/s | candidates/s | client CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         bad = r["requests"] - r["codes"].get("200", 0) + r["transport_errors"]
-        lines.append(f"| {r['threads']} | {r['candidates']:,} | {r['concurrency']} | {r['requests']:,} | {bad} | "
+        lines.append(f"| {r['engine']} | {r['threads']} | {r['candidates']:,} | {r['concurrency']} | "
+                     f"{r['requests']:,} | {bad} | "
                      f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['requests_per_s']:,.0f} | "
                      f"{r['candidates_per_s']:,.0f} | {r['client_cpu_share']:.0%} |")
-    lines += ["", f"Saturation: {max(args.sizes):,} candidates, 64 connections, server `--max-queue 8 --threads 1`: "
+    lines += ["", f"Saturation: {max(args.sizes):,} candidates, 64 connections, server `--max-queue 8 --threads 1 "
+              f"--engine {args.engines[0]}`: "
               f"{sat['requests']:,} responses, status codes {sat['codes']}, transport errors "
               f"{sat['transport_errors']}; p50 {sat['p50_ms']:.2f} ms, p99 {sat['p99_ms']:.2f} ms. "
               "Requests over the admission limit are answered 503 with Retry-After at once (shed), the rest "
