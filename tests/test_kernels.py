@@ -287,6 +287,15 @@ def test_whole_net_kernel_thread_split_and_torch_path_agree(monkeypatch: pytest.
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)  # tiles are independent: the split changes nothing
+    if kernels._lib.hr_openmp():  # the Python-thread split of a library built without OpenMP: the same
+        monkeypatch.setattr(kernels._lib, "hr_openmp", lambda: 0)
+        try:
+            torch.set_num_threads(2)
+            with torch.no_grad():
+                assert torch.equal(form(batch), one)
+        finally:
+            torch.set_num_threads(threads)
+        monkeypatch.undo()
     monkeypatch.setattr(FusedHarmonRank, "_kernel_ok", lambda self, scores: False)
     with torch.no_grad():
         torch_path = form(batch)

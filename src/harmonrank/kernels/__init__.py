@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("align_block.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-march=native", "-fno-math-errno")
+# tried first: the library then needs libgomp.so.1, which the dynamic loader resolves to the copy torch has
+# already loaded, so the kernel's parallel parts run on the OpenMP threads torch's own operators use
+OPENMP = ("-fopenmp",)
 _LANES = 8
 
 _lock = threading.RLock()
@@ -82,7 +85,8 @@ def _build() -> Path:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join((cxx, *FLAGS, platform.machine(), _cpu_flags())).encode()).hexdigest()
+    key = hashlib.sha256(source + " ".join((cxx, *FLAGS, *OPENMP, platform.machine(),
+                                            _cpu_flags())).encode()).hexdigest()
     out_dir = _cache_dir()
     out = out_dir / f"align_block-{key[:20]}.so"
     if out.exists():
@@ -97,7 +101,10 @@ def _build() -> Path:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:
-        proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([cxx, *FLAGS, *OPENMP, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:  # no OpenMP with this compiler: the same kernel, parts run in turn
+            proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"{cxx} failed: {proc.stderr.strip()[-2000:]}")
         umask = os.umask(0)
@@ -123,7 +130,8 @@ def _load() -> Any:
             lib.hr_align_forward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, i64, i64]
             lib.hr_align_backward.argtypes = [i64, i32, i32, i32, i32, f32, ptr, ptr, ptr, ptr, ptr, i64, i64]
             lib.hr_score_forward.argtypes = [i64, i32, i32, i32, i32, f32, i32, i32, i32, i32, ptr, ptr, ptr, ptr,
-                                             i32, ptr, ptr, ptr, ptr, ptr, ptr, f32, ptr, i64, i64]
+                                             i32, ptr, ptr, ptr, ptr, ptr, ptr, f32, ptr, i64, i64, i32]
+            lib.hr_openmp.restype = i32
             lib.hr_align_lanes.restype = i32
             if lib.hr_align_lanes() != _LANES:
                 raise RuntimeError(f"kernel built with {lib.hr_align_lanes()} lanes, expected {_LANES}")
@@ -352,10 +360,13 @@ def score_forward(z: Tensor, logp: Tensor | None, uidx: Tensor, users: Tensor, b
     knots, wtok, btok, whead, w2 = (t.contiguous() for t in (knots, wtok, btok, whead, w2))
     ffn = blocks[0][6].shape[0]
     n_tiles = -(-b // _LANES)
-    _run_tiles(lib.hr_score_forward, _parts(n_tiles), n_tiles,
-               lambda _k: (b, m, d, heads, ffn, eps, k, hd, len(blocks), int(gated), z.data_ptr(),
-                           lp.data_ptr() if lp is not None else None, uidx.data_ptr(), users.data_ptr(), nu, ptrs,
-                           knots.data_ptr(), wtok.data_ptr(), btok.data_ptr(), whead.data_ptr(), w2.data_ptr(),
-                           b2, out.data_ptr()),
-               keep=(z, lp, uidx, users, flat, ptrs, knots, wtok, btok, whead, w2, out))
+    args = (b, m, d, heads, ffn, eps, k, hd, len(blocks), int(gated), z.data_ptr(),
+            lp.data_ptr() if lp is not None else None, uidx.data_ptr(), users.data_ptr(), nu, ptrs,
+            knots.data_ptr(), wtok.data_ptr(), btok.data_ptr(), whead.data_ptr(), w2.data_ptr(), b2, out.data_ptr())
+    parts = _parts(n_tiles)
+    if lib.hr_openmp():  # one call; its parts run on OpenMP threads
+        lib.hr_score_forward(*args, 0, n_tiles, parts)
+    else:
+        _run_tiles(lambda *a: lib.hr_score_forward(*a, 1), parts, n_tiles, lambda _k: args,
+                   keep=(z, lp, uidx, users, flat, ptrs, knots, wtok, btok, whead, w2, out))
     return out

@@ -574,11 +574,27 @@ void hr_align_backward(int64_t B, int M, int d, int H, int F, float eps, const f
 void hr_score_forward(int64_t B, int M, int d, int H, int F, float eps, int K, int hd, int layers, int gated,
                       const float* z, const float* logp, const int64_t* uidx, const float* U, int nu,
                       const float* const* p, const float* knots, const float* wtok, const float* btok,
-                      const float* whead, const float* w2, float b2, float* out, int64_t tile0, int64_t tile1) {
+                      const float* whead, const float* w2, float b2, float* out, int64_t tile0, int64_t tile1,
+                      int parts) {
     std::vector<Params> blocks;
     for (int l = 0; l < layers; ++l) blocks.push_back(params(p + 12 * l));
     ScoreNet S{K, hd, layers, knots, wtok, btok, blocks.data(), whead, w2, b2, gated != 0};
-    HR_DISPATCH(run_score, B, M, d, H, F, eps, z, logp, uidx, U, nu, S, out, tile0, tile1)
+    // `parts` contiguous tile ranges: on OpenMP threads where built with it (the caller's process shares
+    // torch's OpenMP runtime, so the threads torch's own operators just used take the parts), else in turn
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int k = 0; k < parts; ++k) {
+        const int64_t a = tile0 + (tile1 - tile0) * k / parts, b = tile0 + (tile1 - tile0) * (k + 1) / parts;
+        HR_DISPATCH(run_score, B, M, d, H, F, eps, z, logp, uidx, U, nu, S, out, a, b)
+    }
+}
+
+// 1 if built with OpenMP (hr_score_forward's parts then run in parallel)
+int hr_openmp() {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 }  // extern "C"
