@@ -303,17 +303,26 @@ def test_whole_net_kernel_thread_split_and_torch_path_agree(monkeypatch: pytest.
 
 
 def test_whole_net_kernel_refuses_bad_inputs() -> None:
+    import numpy as np
+
     net = _random_net()
     form: Any = net.inference_form()
-    batch = _users_in_runs(20, net.config, seed=0)
-    z = form.standardize(batch.scores)
-    users = torch.zeros(1, 16 + 64 + 6)
-    args = ([blk.kernel_params for blk in form.blocks], 2, 1e-5, *form.kernel_tok, form.w_head,
-            form.head2.weight[0], 0.0)
+    plan = form._plan().kernel
+    z = np.zeros((20, 6), dtype=np.float32)
+    users = np.zeros((1, 16 + 64 + 6), dtype=np.float32)
+    idx = np.zeros(20, dtype=np.int64)
+    assert plan.run(z, z, idx, users).shape == (20,)
     with pytest.raises(ValueError, match="uidx: values must lie in"):
-        kernels.score_forward(z, z, torch.full((20,), 1), users, *args)
-    with pytest.raises(ValueError, match="users: expected float32"):
-        kernels.score_forward(z, z, torch.zeros(20, dtype=torch.long), users[:, :-1], *args)
-    with pytest.raises(ValueError, match="z: expected float32"):
-        kernels.score_forward(z.double(), z, torch.zeros(20, dtype=torch.long), users, *args)
-    assert kernels.score_forward(z[:0], z[:0], torch.zeros(0, dtype=torch.long), users, *args).shape == (0,)
+        plan.run(z, z, idx + 1, users)
+    with pytest.raises(ValueError, match="users: expected C-contiguous float32"):
+        plan.run(z, z, idx, users[:, :-1])
+    with pytest.raises(ValueError, match="z: expected C-contiguous float32"):
+        plan.run(z.astype(np.float64), z, idx, users)
+    with pytest.raises(ValueError, match="z: expected C-contiguous float32"):
+        plan.run(np.asfortranarray(np.zeros((20, 6), dtype=np.float32)), z, idx, users)
+    with pytest.raises(ValueError, match="needs logp"):
+        plan.run(z, None, idx, users)
+    assert plan.run(z[:0], z[:0], idx[:0], users).shape == (0,)
+    blk = [p.detach() for p in form.blocks[0].kernel_params]
+    with pytest.raises(ValueError, match="whead: expected float32"):
+        kernels.ScorePlan([blk], 2, 1e-5, *form.kernel_tok, form.w_head[:, :-1], form.head2.weight[0], 0.0, True)

@@ -31,10 +31,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["align_block", "align_block_params", "available", "enabled", "load_error", "score_forward"]
+__all__ = ["ScorePlan", "align_block", "align_block_params", "available", "enabled", "load_error"]
 
 log = logging.getLogger(__name__)
 
@@ -310,63 +311,75 @@ def _check(x: Tensor, params: list[Tensor], heads: int) -> None:
         raise ValueError(f"heads must be >= 1 and divide the width {d}. Got {heads} instead.")
 
 
-def score_forward(z: Tensor, logp: Tensor | None, uidx: Tensor, users: Tensor, blocks: list[list[Tensor]],
-                  heads: int, eps: float, knots: Tensor, wtok: Tensor, btok: Tensor, whead: Tensor, w2: Tensor,
-                  b2: float) -> Tensor:
+class ScorePlan:
     """The whole folded HarmonRank net in one pass per tile of 8 candidates (inference only, no gradient):
     objective tokens, the step-1 blocks, the cross-attention, the head MLP and the gate's weighted product.
 
-    z (B, M) standardised logits; logp (B, M) clipped log-probabilities, or None for a net without the gate;
-    uidx (B,) int64: the row of ``users`` (U, d + hd [+ M]) holding each candidate's user terms (query in
-    token space, head user term, softplus of the gate); ``blocks``: each step-1 block's 12 parameters
+    The weights are checked and copied once, here: ``blocks``, each step-1 block's 12 parameters
     (:func:`align_block_params`' order); knots (K), wtok (M, K + 1, d), btok (M, d), whead (hd, M d + d),
-    w2 (hd). Returns (B,) float32 scores. :class:`harmonrank.models.fused.FusedHarmonRank` holds the
-    reference semantics; ``tests/test_kernels.py`` checks this against it.
+    w2 (hd), b2; ``gated``: whether the net has the gate branch. :meth:`run` then costs one C call per batch
+    (the fixed cost matters at a few hundred candidates per request).
+    :class:`harmonrank.models.fused.FusedHarmonRank` holds the reference semantics; ``tests/test_kernels.py``
+    checks this against the trained network.
     """
-    lib = _load()
-    if lib is None:
-        raise RuntimeError(f"the fused kernel is unavailable: {_error}")
-    b, m = z.shape
-    k, hd = knots.shape[0], whead.shape[0]
-    d = btok.shape[1]
-    gated = logp is not None
-    nu = d + hd + (m if gated else 0)
-    tensors = {"z": (z, (b, m)), "knots": (knots, (k,)), "wtok": (wtok, (m, k + 1, d)), "btok": (btok, (m, d)),
-               "whead": (whead, (hd, m * d + d)), "w2": (w2, (hd,)), "users": (users, (users.shape[0], nu))}
-    if logp is not None:
-        tensors["logp"] = (logp, (b, m))
-    for name, (t, shape) in tensors.items():
-        if t.dtype != torch.float32 or t.device.type != "cpu" or tuple(t.shape) != shape:
-            raise ValueError(f"score_forward {name}: expected float32 CPU {shape}. Got {t.dtype} on {t.device} "
-                             f"{tuple(t.shape)} instead.")
-    if uidx.dtype != torch.int64 or tuple(uidx.shape) != (b,):
-        raise ValueError(f"score_forward uidx: expected int64 ({b},). Got {uidx.dtype} {tuple(uidx.shape)} instead.")
-    if b and (int(uidx.min()) < 0 or int(uidx.max()) >= users.shape[0]):
-        raise ValueError(f"score_forward uidx: values must lie in [0, {users.shape[0]})")
-    if not blocks:
-        raise ValueError("score_forward needs at least one step-1 block")
-    x0 = torch.empty(0, m, d)
-    for params in blocks:
-        _check(x0, params, heads)
-        if params[6].shape != blocks[0][6].shape:
-            raise ValueError("score_forward: every block needs the same feed-forward width")
-    out = torch.empty(b, dtype=torch.float32)
-    if b == 0:
+
+    def __init__(self, blocks: list[list[Tensor]], heads: int, eps: float, knots: Tensor, wtok: Tensor,
+                 btok: Tensor, whead: Tensor, w2: Tensor, b2: float, gated: bool) -> None:
+        lib = _load()
+        if lib is None:
+            raise RuntimeError(f"the fused kernel is unavailable: {_error}")
+        if not blocks:
+            raise ValueError("ScorePlan needs at least one step-1 block")
+        m, d = btok.shape
+        k, hd = knots.shape[0], whead.shape[0]
+        for name, t, shape in (("knots", knots, (k,)), ("wtok", wtok, (m, k + 1, d)), ("btok", btok, (m, d)),
+                               ("whead", whead, (hd, m * d + d)), ("w2", w2, (hd,))):
+            if t.dtype != torch.float32 or t.device.type != "cpu" or tuple(t.shape) != shape:
+                raise ValueError(f"ScorePlan {name}: expected float32 CPU {shape}. Got {t.dtype} on {t.device} "
+                                 f"{tuple(t.shape)} instead.")
+        x0 = torch.empty(0, m, d)
+        for params in blocks:
+            _check(x0, params, heads)
+            if params[6].shape != blocks[0][6].shape:
+                raise ValueError("ScorePlan: every block needs the same feed-forward width")
+        self.m, self.d, self.k, self.hd, self.heads, self.eps, self.gated = m, d, k, hd, heads, eps, gated
+        self.ffn, self.layers, self.b2 = blocks[0][6].shape[0], len(blocks), float(b2)
+        self.width = d + hd + (m if gated else 0)  # columns of the user terms
+        self._flat = [p.detach().contiguous().clone() for params in blocks for p in params]
+        self._ptrs = (ctypes.c_void_p * len(self._flat))(*(p.data_ptr() for p in self._flat))
+        self._w = [t.detach().contiguous().clone() for t in (knots, wtok, btok, whead, w2)]
+        self._lib = lib
+
+    def run(self, z: np.ndarray, logp: np.ndarray | None, uidx: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """(B,) float32 scores. z (B, M) float32 standardised logits; logp (B, M) float32 clipped
+        log-probabilities (None unless gated); uidx (B,) int64: the row of ``users`` (U, d + hd [+ M]) float32
+        holding each candidate's user terms (query in token space, head user term, softplus of the gate)."""
+        b = z.shape[0] if z.ndim == 2 else -1
+        given = {"z": (z, np.float32, (b, self.m)), "uidx": (uidx, np.int64, (b,)),
+                 "users": (users, np.float32, (users.shape[0] if users.ndim == 2 else -1, self.width))}
+        if self.gated:
+            if logp is None:
+                raise ValueError("ScorePlan.run: a gated net needs logp")
+            given["logp"] = (logp, np.float32, (b, self.m))
+        for name, (a, dtype, shape) in given.items():
+            if a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
+                raise ValueError(f"ScorePlan.run {name}: expected C-contiguous {np.dtype(dtype).name} {shape}. Got "
+                                 f"{a.dtype} {a.shape} instead.")
+        out = np.empty(b, dtype=np.float32)
+        if b == 0:
+            return out
+        if int(uidx.min()) < 0 or int(uidx.max()) >= users.shape[0]:
+            raise ValueError(f"ScorePlan.run uidx: values must lie in [0, {users.shape[0]})")
+        lp = logp if self.gated else None
+        knots, wtok, btok, whead, w2 = (t.data_ptr() for t in self._w)
+        n_tiles = -(-b // _LANES)
+        args = (b, self.m, self.d, self.heads, self.ffn, self.eps, self.k, self.hd, self.layers, int(self.gated),
+                z.ctypes.data, lp.ctypes.data if lp is not None else None, uidx.ctypes.data, users.ctypes.data,
+                self.width, self._ptrs, knots, wtok, btok, whead, w2, self.b2, out.ctypes.data)
+        parts = _parts(n_tiles)
+        if self._lib.hr_openmp():  # one call; its parts run on OpenMP threads
+            self._lib.hr_score_forward(*args, 0, n_tiles, parts)
+        else:
+            _run_tiles(lambda *a: self._lib.hr_score_forward(*a, 1), parts, n_tiles, lambda _k: args,
+                       keep=(z, lp, uidx, users, out))
         return out
-    flat = [p.contiguous() for params in blocks for p in params]
-    ptrs = (ctypes.c_void_p * len(flat))(*(p.data_ptr() for p in flat))
-    z, uidx, users = z.contiguous(), uidx.contiguous(), users.contiguous()
-    lp = logp.contiguous() if logp is not None else None
-    knots, wtok, btok, whead, w2 = (t.contiguous() for t in (knots, wtok, btok, whead, w2))
-    ffn = blocks[0][6].shape[0]
-    n_tiles = -(-b // _LANES)
-    args = (b, m, d, heads, ffn, eps, k, hd, len(blocks), int(gated), z.data_ptr(),
-            lp.data_ptr() if lp is not None else None, uidx.data_ptr(), users.data_ptr(), nu, ptrs,
-            knots.data_ptr(), wtok.data_ptr(), btok.data_ptr(), whead.data_ptr(), w2.data_ptr(), b2, out.data_ptr())
-    parts = _parts(n_tiles)
-    if lib.hr_openmp():  # one call; its parts run on OpenMP threads
-        lib.hr_score_forward(*args, 0, n_tiles, parts)
-    else:
-        _run_tiles(lambda *a: lib.hr_score_forward(*a, 1), parts, n_tiles, lambda _k: args,
-                   keep=(z, lp, uidx, users, flat, ptrs, knots, wtok, btok, whead, w2, out))
-    return out

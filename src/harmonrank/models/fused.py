@@ -21,8 +21,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import special
 from torch import Tensor, nn
 
 from .. import kernels
@@ -171,23 +173,32 @@ class FusedHarmonRank(nn.Module):
                 and kernels.available(torch.empty(0, 0, 0)))
 
     def _kernel_forward(self, batch: EncodedBatch) -> Tensor:
-        scores, categorical, numeric = batch.scores, batch.categorical, batch.numeric
-        b = scores.shape[0]
+        """The kernel path: the per-candidate inputs and the per-user terms in numpy (a handful of calls; the
+        fixed cost per batch is what a few-hundred-candidate request pays), then one kernel call."""
+        plan = self._plan()
+        scores = batch.scores.detach().numpy()
+        n = scores.shape[0]
+        q = np.clip(scores.astype(np.float64, copy=False), plan.lo, plan.hi)
+        z = ((np.log(q) - np.log1p(-q) - plan.mean) / plan.std).astype(np.float32)
+        logp = np.log(np.clip(scores.astype(np.float32), 1e-6, 1.0)) if self.gate_branch else None
         if self.use_user:
-            new, run = _runs(categorical, numeric)
-            users = self._user_terms(categorical[new], numeric[new])
+            cats, nums = batch.categorical.detach().numpy(), batch.numeric.detach().numpy()
+            new = np.ones(n, dtype=bool)
+            if n > 1:  # runs of equal feature rows: a request's candidates share their user's terms
+                new[1:] = (cats[1:] != cats[:-1]).any(1) | (nums[1:] != nums[:-1]).any(1)
+            run = np.cumsum(new) - 1
+            users = plan.user_terms(cats[new], nums[new])
         else:
-            users, run = self.u_const[None, :], torch.zeros(b, dtype=torch.int64)
-        gated = self.gate_branch
-        if gated:  # the gate's softplus once per user, not per candidate
-            g0 = self.n_query + self.n_head
-            users = torch.cat([users[:, :g0], F.softplus(users[:, g0:])], dim=1)
-        blocks: list[Any] = list(self.blocks)
-        knots, wtok, btok = self.kernel_tok
-        return kernels.score_forward(
-            self.standardize(scores).contiguous(), log_scores(scores).contiguous() if gated else None, run,
-            users.contiguous(), [blk.kernel_params for blk in blocks], blocks[0].heads, blocks[0].eps, knots, wtok,
-            btok, self.w_head, self.head2.weight[0], float(self.head2.bias[0]))
+            users, run = plan.u_const, np.zeros(n, dtype=np.int64)
+        return torch.from_numpy(plan.kernel.run(z, logp, run, users))
+
+    def _plan(self) -> _Plan:
+        """The kernel's plan, built on first use from this form's weights (which do not train)."""
+        plan: _Plan | None = getattr(self, "_score_plan", None)
+        if plan is None:
+            plan = _Plan(self)
+            self._score_plan = plan
+        return plan
 
     def _user_terms(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         """(B, d + head_dim [+ M]): everything linear in the user vector, from the folded user encoder."""
@@ -208,3 +219,46 @@ def _runs(categorical: Tensor, numeric: Tensor) -> tuple[Tensor, Tensor]:
     if b > 1:
         new[1:] = (categorical[1:] != categorical[:-1]).any(1) | (numeric[1:] != numeric[:-1]).any(1)
     return new, torch.cumsum(new, 0) - 1
+
+
+class _Plan:
+    """What the kernel path of a :class:`FusedHarmonRank` reads: the kernel's :class:`kernels.ScorePlan`,
+    the standardiser's statistics and the folded user encoder as float32 numpy arrays."""
+
+    def __init__(self, form: FusedHarmonRank) -> None:
+        blocks: list[Any] = list(form.blocks)
+        knots, wtok, btok = form.kernel_tok
+        self.kernel = kernels.ScorePlan([blk.kernel_params for blk in blocks], blocks[0].heads, blocks[0].eps, knots,
+                                        wtok, btok, form.w_head, form.head2.weight[0], float(form.head2.bias[0]),
+                                        form.gate_branch)
+        std = form.standardize
+        self.lo, self.hi = float(std.bounds[0]), float(std.bounds[1])
+        self.mean, self.std = std.mean.detach().numpy().copy(), std.std.detach().numpy().copy()
+        self.gate0 = form.n_query + form.n_head if form.gate_branch else None  # softplus from this column on
+
+        def f32(t: Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
+
+        if form.use_user:
+            self.tables = [f32(t) for t in form.tables]
+            self.w_num = f32(form.w_num) if form.w_num is not None else None
+            self.b_user, self.w_u_t, self.b_u = f32(form.b_user), f32(form.w_u.T), f32(form.b_u)
+        else:
+            self.u_const = self._softplus_gate(f32(form.u_const)[None, :].copy())
+
+    def _softplus_gate(self, terms: np.ndarray) -> np.ndarray:
+        if self.gate0 is not None:  # F.softplus: log(1 + e^x), x itself above 20
+            g = terms[:, self.gate0:]
+            terms[:, self.gate0:] = np.where(g > 20.0, g, np.log1p(np.exp(np.minimum(g, 20.0))))
+        return terms
+
+    def user_terms(self, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
+        """(U, d + hd [+ M]) float32 for U distinct feature rows: the folded user encoder (embedding tables
+        summed, GELU, one GEMM), the gate's softplus applied."""
+        pre = np.repeat(self.b_user[None, :], len(cats), axis=0)
+        for k, table in enumerate(self.tables):
+            pre += table[cats[:, k]]
+        if self.w_num is not None:
+            pre += np.asarray(nums, dtype=np.float32) @ self.w_num.T
+        act = (0.5 * pre * (1.0 + special.erf(pre * np.float32(0.5**0.5)))).astype(np.float32)
+        return np.ascontiguousarray(self._softplus_gate(act @ self.w_u_t + self.b_u), dtype=np.float32)
