@@ -355,16 +355,13 @@ class ScorePlan:
         log-probabilities (None unless gated); uidx (B,) int64: the row of ``users`` (U, d + hd [+ M]) float32
         holding each candidate's user terms (query in token space, head user term, softplus of the gate)."""
         b = z.shape[0] if z.ndim == 2 else -1
-        given = {"z": (z, np.float32, (b, self.m)), "uidx": (uidx, np.int64, (b,)),
-                 "users": (users, np.float32, (users.shape[0] if users.ndim == 2 else -1, self.width))}
+        _need("z", z, np.float32, (b, self.m))
+        _need("uidx", uidx, np.int64, (b,))
+        _need("users", users, np.float32, (users.shape[0] if users.ndim == 2 else -1, self.width))
         if self.gated:
             if logp is None:
                 raise ValueError("ScorePlan.run: a gated net needs logp")
-            given["logp"] = (logp, np.float32, (b, self.m))
-        for name, (a, dtype, shape) in given.items():
-            if a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
-                raise ValueError(f"ScorePlan.run {name}: expected C-contiguous {np.dtype(dtype).name} {shape}. Got "
-                                 f"{a.dtype} {a.shape} instead.")
+            _need("logp", logp, np.float32, (b, self.m))
         out = np.empty(b, dtype=np.float32)
         if b == 0:
             return out
@@ -383,3 +380,9 @@ class ScorePlan:
             _run_tiles(lambda *a: self._lib.hr_score_forward(*a, 1), parts, n_tiles, lambda _k: args,
                        keep=(z, lp, uidx, users, out))
         return out
+
+
+def _need(name: str, a: np.ndarray, dtype: type, shape: tuple[int, ...]) -> None:
+    if a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
+        raise ValueError(f"ScorePlan.run {name}: expected C-contiguous {np.dtype(dtype).name} {shape}. Got {a.dtype} "
+                         f"{a.shape} instead.")

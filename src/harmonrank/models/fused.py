@@ -134,7 +134,7 @@ class FusedHarmonRank(nn.Module):
         self.w_head = _param(torch.cat([w1t, w1f @ wo @ wv], dim=1), dtype)  # on [aligned tokens, pooled tokens]
         self.head2 = copy.deepcopy(head2)
         self.requires_grad_(False)
-        # the whole-net kernel (harmonrank.kernels.score_forward) takes the tokens' weights unfolded
+        # the whole-net kernel (harmonrank.kernels.ScorePlan) takes the tokens' weights unfolded
         self.kernel_tok = [t.detach().to(torch.float32).contiguous().clone() for t in (
             net.knots, net.token_weight, net.objective)]
 
@@ -168,29 +168,23 @@ class FusedHarmonRank(nn.Module):
 
     def _kernel_ok(self, scores: Tensor) -> bool:
         """Whether the whole-net kernel runs: float32 weights on the CPU, not exporting, the kernel loaded."""
-        return (scores.device.type == "cpu" and self.w_head.dtype == torch.float32 and self.w_head.device.type == "cpu"
-                and all(getattr(blk, "kernel_ok", False) for blk in self.blocks) and not torch.compiler.is_exporting()
-                and kernels.available(torch.empty(0, 0, 0)))
+        return (scores.device.type == "cpu" and self._weights_fit_kernel() and not torch.compiler.is_exporting()
+                and kernels.available())
+
+    def _weights_fit_kernel(self) -> bool:
+        return (self.w_head.dtype == torch.float32 and self.w_head.device.type == "cpu"
+                and all(getattr(blk, "kernel_ok", False) for blk in self.blocks))
+
+    def score_numpy(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray | None:
+        """(B,) float32 scores of encoded numpy inputs through the kernel, with no torch call on the way (what a
+        server pays per request while holding the GIL); None when the kernel cannot run (then call the module)."""
+        if not (kernels.enabled() and self._weights_fit_kernel() and kernels.available()):
+            return None
+        return self._plan().score(scores, categorical, numeric)
 
     def _kernel_forward(self, batch: EncodedBatch) -> Tensor:
-        """The kernel path: the per-candidate inputs and the per-user terms in numpy (a handful of calls; the
-        fixed cost per batch is what a few-hundred-candidate request pays), then one kernel call."""
-        plan = self._plan()
-        scores = batch.scores.detach().numpy()
-        n = scores.shape[0]
-        q = np.clip(scores.astype(np.float64, copy=False), plan.lo, plan.hi)
-        z = ((np.log(q) - np.log1p(-q) - plan.mean) / plan.std).astype(np.float32)
-        logp = np.log(np.clip(scores.astype(np.float32), 1e-6, 1.0)) if self.gate_branch else None
-        if self.use_user:
-            cats, nums = batch.categorical.detach().numpy(), batch.numeric.detach().numpy()
-            new = np.ones(n, dtype=bool)
-            if n > 1:  # runs of equal feature rows: a request's candidates share their user's terms
-                new[1:] = (cats[1:] != cats[:-1]).any(1) | (nums[1:] != nums[:-1]).any(1)
-            run = np.cumsum(new) - 1
-            users = plan.user_terms(cats[new], nums[new])
-        else:
-            users, run = plan.u_const, np.zeros(n, dtype=np.int64)
-        return torch.from_numpy(plan.kernel.run(z, logp, run, users))
+        return torch.from_numpy(self._plan().score(batch.scores.detach().numpy(), batch.categorical.detach().numpy(),
+                                                   batch.numeric.detach().numpy()))
 
     def _plan(self) -> _Plan:
         """The kernel's plan, built on first use from this form's weights (which do not train)."""
@@ -235,6 +229,7 @@ class _Plan:
         self.lo, self.hi = float(std.bounds[0]), float(std.bounds[1])
         self.mean, self.std = std.mean.detach().numpy().copy(), std.std.detach().numpy().copy()
         self.gate0 = form.n_query + form.n_head if form.gate_branch else None  # softplus from this column on
+        self.use_user = form.use_user
 
         def f32(t: Tensor) -> np.ndarray:
             return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
@@ -245,6 +240,23 @@ class _Plan:
             self.b_user, self.w_u_t, self.b_u = f32(form.b_user), f32(form.w_u.T), f32(form.b_u)
         else:
             self.u_const = self._softplus_gate(f32(form.u_const)[None, :].copy())
+
+    def score(self, scores: np.ndarray, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
+        """The kernel path: the per-candidate inputs and the per-user terms in numpy (a handful of calls; the
+        fixed cost per batch is what a few-hundred-candidate request pays), then one kernel call."""
+        n = scores.shape[0]
+        q = np.clip(scores.astype(np.float64, copy=False), self.lo, self.hi)
+        z = ((np.log(q) - np.log1p(-q) - self.mean) / self.std).astype(np.float32)
+        logp = np.log(np.clip(scores.astype(np.float32), 1e-6, 1.0)) if self.gate0 is not None else None
+        if self.use_user:
+            new = np.ones(n, dtype=bool)
+            if n > 1:  # runs of equal feature rows: a request's candidates share their user's terms
+                new[1:] = (cats[1:] != cats[:-1]).any(1) | (nums[1:] != nums[:-1]).any(1)
+            run = np.cumsum(new) - 1
+            users = self.user_terms(cats[new], nums[new])
+        else:
+            users, run = self.u_const, np.zeros(n, dtype=np.int64)
+        return self.kernel.run(z, logp, run, users)
 
     def _softplus_gate(self, terms: np.ndarray) -> np.ndarray:
         if self.gate0 is not None:  # F.softplus: log(1 + e^x), x itself above 20
