@@ -255,10 +255,11 @@ def _users_in_runs(n: int, cfg: EnsembleConfig, seed: int) -> EncodedBatch:
     {"vocab_sizes": (), "numeric_dim": 3}, {"vocab_sizes": (5,), "numeric_dim": 0},
     {"d_model": 12, "n_heads": 3, "ffn_dim": 20, "n_knots": 5, "head_dim": 24},  # run-time sizes
 ])
-@pytest.mark.parametrize("n", [1, 13, 1000])
+@pytest.mark.parametrize("n", [1, 13, 1000, 6000])
 def test_whole_net_kernel_matches_the_network_in_float64(kw: dict, n: int) -> None:  # type: ignore[type-arg]
     """The inference form's kernel pass (tokens, step-1 blocks, cross-attention, head, gate) against the
-    trained network's own forward in float64, on requests whose candidates share user features."""
+    trained network's own forward in float64, on requests whose candidates share user features (6,000 rows:
+    the large-batch path, torch computing the logits and the user terms of its ~300 users)."""
     net = _random_net(**kw)
     batch = _users_in_runs(n, net.config, seed=n)
     form = net.inference_form()

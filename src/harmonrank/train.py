@@ -142,10 +142,16 @@ def request_batches(group: np.ndarray, batch_size: int, rng: np.random.Generator
 
 def predict_net(net: nn.Module, data: EncodedBatch, eval_batch: int = 65_536,
                 device: torch.device | str | None = None) -> np.ndarray:
-    """Outputs of a network in eval mode, in chunks on ``device`` (default: where the net is), as float64 numpy."""
+    """Outputs of a network in eval mode, in chunks on ``device`` (default: where the net is), as float64 numpy.
+
+    A network with an ``inference_form()`` (HarmonRank: folded, one fused kernel pass on the CPU) is scored
+    in that form, so validation during training, prediction and serving compute the same scores."""
     net.eval()
     if device is None:
         device = next(iter(net.parameters())).device
+    form = getattr(net, "inference_form", None)
+    if form is not None:
+        net = form()
     out = []
     with torch.no_grad():
         for a in range(0, len(data), eval_batch):

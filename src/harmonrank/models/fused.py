@@ -227,9 +227,11 @@ class _Plan:
                                         form.gate_branch)
         std = form.standardize
         self.lo, self.hi = float(std.bounds[0]), float(std.bounds[1])
-        self.mean, self.std = std.mean.detach().numpy().copy(), std.std.detach().numpy().copy()
+        self.mean_t, self.std_t = std.mean.detach().clone(), std.std.detach().clone()
+        self.mean, self.std = self.mean_t.numpy(), self.std_t.numpy()
         self.gate0 = form.n_query + form.n_head if form.gate_branch else None  # softplus from this column on
         self.use_user = form.use_user
+        self.torch_user_terms = form._user_terms
 
         def f32(t: Tensor) -> np.ndarray:
             return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
@@ -245,15 +247,29 @@ class _Plan:
         """The kernel path: the per-candidate inputs and the per-user terms in numpy (a handful of calls; the
         fixed cost per batch is what a few-hundred-candidate request pays), then one kernel call."""
         n = scores.shape[0]
-        q = np.clip(scores.astype(np.float64, copy=False), self.lo, self.hi)
-        z = ((np.log(q) - np.log1p(-q) - self.mean) / self.std).astype(np.float32)
-        logp = np.log(np.clip(scores.astype(np.float32), 1e-6, 1.0)) if self.gate0 is not None else None
+        logp: np.ndarray | None = None
+        if n >= 4096:  # torch's vectorised, threaded log (numpy's float64 log is scalar on AVX2 machines)
+            t = torch.from_numpy(scores)
+            q = t.to(torch.float64).clamp(self.lo, self.hi)
+            z = ((torch.log(q) - torch.log1p(-q) - self.mean_t) / self.std_t).to(torch.float32).numpy()
+            if self.gate0 is not None:
+                logp = log_scores(t).numpy()
+        else:  # a handful of numpy calls cost less than torch's per-operator overhead
+            qn = np.clip(scores.astype(np.float64, copy=False), self.lo, self.hi)
+            z = ((np.log(qn) - np.log1p(-qn) - self.mean) / self.std).astype(np.float32)
+            if self.gate0 is not None:
+                logp = np.log(np.clip(scores.astype(np.float32), 1e-6, 1.0))
         if self.use_user:
             new = np.ones(n, dtype=bool)
             if n > 1:  # runs of equal feature rows: a request's candidates share their user's terms
                 new[1:] = (cats[1:] != cats[:-1]).any(1) | (nums[1:] != nums[:-1]).any(1)
             run = np.cumsum(new) - 1
-            users = self.user_terms(cats[new], nums[new])
+            if run[-1] >= 255:  # many users: torch's BLAS on the threads the kernel uses (numpy's pool competes)
+                with torch.no_grad():
+                    u = self.torch_user_terms(torch.from_numpy(cats[new]), torch.from_numpy(nums[new]))
+                users = self._softplus_gate(np.ascontiguousarray(u.numpy(), dtype=np.float32))
+            else:
+                users = self.user_terms(cats[new], nums[new])
         else:
             users, run = self.u_const, np.zeros(n, dtype=np.int64)
         return self.kernel.run(z, logp, run, users)

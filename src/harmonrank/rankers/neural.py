@@ -192,9 +192,7 @@ class NeuralRanker(Ranker):
         if weights is not None:
             enc = EncodedBatch(enc.scores, enc.categorical, enc.numeric, weights.expand(len(enc), -1))
         device = resolve_device(self.train.device)
-        net = self.net_.to(device)
-        form = getattr(net, "inference_form", None)  # a net's folded scoring form, where it has one
-        return predict_net(form() if form is not None else net, enc, self.train.eval_batch, device)
+        return predict_net(self.net_.to(device), enc, self.train.eval_batch, device)
 
     def attention(self, table: Table) -> np.ndarray | None:
         """Step-1 objective-to-objective attention per row, (n, M, M) averaged over heads (None for MLPs)."""
