@@ -288,6 +288,8 @@ def test_whole_net_kernel_thread_split_and_torch_path_agree(monkeypatch: pytest.
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)  # tiles are independent: the split changes nothing
+    with torch.no_grad():  # an empty batch: an empty answer
+        assert form(EncodedBatch(batch.scores[:0], batch.categorical[:0], batch.numeric[:0])).shape == (0,)
     if kernels._lib.hr_openmp():  # the Python-thread split of a library built without OpenMP: the same
         monkeypatch.setattr(kernels._lib, "hr_openmp", lambda: 0)
         try:

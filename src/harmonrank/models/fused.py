@@ -264,7 +264,7 @@ class _Plan:
             if n > 1:  # runs of equal feature rows: a request's candidates share their user's terms
                 new[1:] = (cats[1:] != cats[:-1]).any(1) | (nums[1:] != nums[:-1]).any(1)
             run = np.cumsum(new) - 1
-            if run[-1] >= 255:  # many users: torch's BLAS on the threads the kernel uses (numpy's pool competes)
+            if n and run[-1] >= 255:  # many users: torch's BLAS on the threads the kernel uses (numpy's pool competes)
                 with torch.no_grad():
                     u = self.torch_user_terms(torch.from_numpy(cats[new]), torch.from_numpy(nums[new]))
                 users = self._softplus_gate(np.ascontiguousarray(u.numpy(), dtype=np.float32))
