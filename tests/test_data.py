@@ -176,3 +176,19 @@ def test_feature_encoding_of_runs_equals_row_by_row(runs: list[tuple[str, str, f
     v = np.array([r[2] for r in rows])
     np.testing.assert_allclose(nums[:, 0], np.where(np.isnan(v), 0.0, (v - 0.5) / 2.0), rtol=1e-6)
     np.testing.assert_array_equal(nums[:, 1], np.isnan(v))
+
+
+@pytest.mark.parametrize("col", [
+    np.array([0.0, -0.0, -0.0, -0.0]),  # equal floats that print differently
+    np.array([1, 1.0, True, 1, 1, 1], dtype=object),  # equal objects of different types
+    np.array(["1.0", "1.0", "0.0", "0.0"]),  # a numpy str column
+    np.array([1, 1, 2, 2, 2]),  # integers
+])
+def test_feature_encoding_runs_mean_equal_text(col: np.ndarray) -> None:
+    """Runs are merged only when the values print the same: the ids equal a row-by-row lookup of str(value)."""
+    from harmonrank import FeatureEncoder
+
+    enc = FeatureEncoder(vocab={"c": ["-0.0", "0.0", "1", "1.0", "2", "True"]})
+    cats, _ = enc.encode_columns({"c": col}, len(col))
+    ids = {v: i + 1 for i, v in enumerate(enc.vocab["c"])}
+    np.testing.assert_array_equal(cats[:, 0], [ids.get(str(v), 0) for v in col])

@@ -86,6 +86,11 @@ def test_artifact_refuses_tampering_and_lambdamart_says_it_does_not_export(split
     load_artifact(tmp_path / "net", engine="onnx")  # ONNX Runtime does not read the weights
     with pytest.raises(HarmonRankError, match=r"model\.safetensors: sha256"):
         load_artifact(tmp_path / "net", engine="torch")
+    manifest = json.loads((tmp_path / "net" / "manifest.json").read_text())
+    manifest["torch"]["weights"] = "../model.safetensors"
+    (tmp_path / "net" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(HarmonRankError, match="plain file name"):
+        load_artifact(tmp_path / "net", engine="torch")
     with pytest.raises(ConfigError, match="engine must be one of"):
         load_artifact(tmp_path / "net", engine="tensorrt")
     lm = make_ranker("lambdamart", FAST, n_estimators=10, group_sizes=(500,)).fit(train, valid=valid)

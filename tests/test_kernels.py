@@ -329,3 +329,26 @@ def test_whole_net_kernel_refuses_bad_inputs() -> None:
     blk = [p.detach() for p in form.blocks[0].kernel_params]
     with pytest.raises(ValueError, match="whead: expected float32"):
         kernels.ScorePlan([blk], 2, 1e-5, *form.kernel_tok, form.w_head[:, :-1], form.head2.weight[0], 0.0, True)
+
+
+def test_inference_form_takes_any_layout_copies_and_float64_nets() -> None:
+    """Fortran-ordered inputs score like C-ordered ones; a used form deep-copies (its kernel plan, which holds
+    raw pointers, is left behind and rebuilt); a float64 net predicts through a float64 form."""
+    import numpy as np
+
+    from harmonrank.train import predict_net
+
+    net = _random_net(seed=4)
+    batch = _users_in_runs(300, net.config, seed=2)
+    form: Any = net.inference_form()
+    args = (batch.scores.numpy(), batch.categorical.numpy(), batch.numeric.numpy())
+    want = form.score_numpy(*args)
+    got = form.score_numpy(*(np.asfortranarray(a) for a in args))
+    assert want is not None and np.array_equal(got, want)
+    with torch.no_grad():
+        assert torch.equal(copy.deepcopy(form)(batch), torch.from_numpy(want))
+    net64 = copy.deepcopy(net).double()
+    with torch.no_grad():
+        ref = net64(EncodedBatch(batch.scores, batch.categorical, batch.numeric.double()))
+    np.testing.assert_allclose(predict_net(net64, EncodedBatch(batch.scores, batch.categorical,
+                                                               batch.numeric.double())), ref.numpy(), rtol=1e-9)

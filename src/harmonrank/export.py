@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from . import kernels
@@ -370,10 +371,14 @@ def _torch_net(d: Path, part: dict[str, Any]) -> nn.Module:
     """The artifact's network from its verified safetensors weights, as its inference form, on the CPU."""
     from .models import NETWORKS
 
-    weights = d / str(part.get("weights", "model.safetensors"))
+    fname = str(part.get("weights", "model.safetensors"))
+    if Path(fname).name != fname or fname in ("", ".", ".."):
+        raise HarmonRankError(f"{d}/manifest.json: the weights file must be a plain file name. Got {fname!r} instead.")
+    weights = d / fname
     if not weights.is_file():
         raise HarmonRankError(f"{d} has no {weights.name}, which its manifest names")
-    digest = _sha256(weights)
+    data = weights.read_bytes()  # hashed and parsed from the same bytes
+    digest = hashlib.sha256(data).hexdigest()
     if digest != part.get("weights_sha256"):
         raise HarmonRankError(f"{weights}: sha256 {digest[:12]}... does not match the manifest's "
                               f"{str(part.get('weights_sha256'))[:12]}...; the artifact was altered or is incomplete")
@@ -381,7 +386,7 @@ def _torch_net(d: Path, part: dict[str, Any]) -> nn.Module:
         raise HarmonRankError(f"{d}/manifest.json: unknown network {part.get('net')!r}")
     net_cls, cfg_cls = NETWORKS[part["net"]]
     net = net_cls(cfg_cls(**part["net_config"]))
-    net.load_state_dict(load_file(str(weights)))
+    net.load_state_dict(load_safetensors(data))
     net.eval()
     form = getattr(net, "inference_form", None)
     out: nn.Module = form() if form is not None else net

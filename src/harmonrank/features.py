@@ -128,17 +128,21 @@ class FeatureEncoder:
     def encode_columns(self, features: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
         """Categorical ids (n, C) int64, 0 = unknown; numeric (n, 2D) float32: value, missing flag."""
         cols = [np.asarray(features[name]) for name in self.vocab]
-        if n > 1 and cols:
+        if n > 1 and cols and all(c.dtype.kind in "OUSiubf" for c in cols):
             # rows of one request repeat their user's features: look up each run of equal rows once (comparing
-            # neighbouring rows is far cheaper than a string lookup in the vocabulary)
+            # neighbouring rows is far cheaper than a string lookup in the vocabulary). Equal must mean equal
+            # text: floats are compared bit for bit (0.0 == -0.0 prints differently), and object columns only
+            # if every run starts with a str (no other built-in type compares equal to a str)
             new = np.zeros(n, dtype=bool)
             new[0] = True
             for col in cols:
-                new[1:] |= col[1:] != col[:-1]
+                c = col.view(f"i{col.itemsize}") if col.dtype.kind == "f" else col
+                new[1:] |= c[1:] != c[:-1]
             heads = np.flatnonzero(new)
-            if len(heads) <= n // 2:
-                return self._lookup([c[heads] for c in cols], len(heads))[np.cumsum(new) - 1], self._numeric(
-                    features, n)
+            if len(heads) <= n // 2 and all(all(isinstance(v, str) for v in c[heads])
+                                            for c in cols if c.dtype.kind == "O"):
+                run = np.cumsum(new, dtype=np.int64) - 1
+                return self._lookup([c[heads] for c in cols], len(heads))[run], self._numeric(features, n)
         return self._lookup(cols, n), self._numeric(features, n)
 
     def _lookup(self, cols: list[np.ndarray], n: int) -> np.ndarray:

@@ -41,9 +41,18 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("align_block.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-march=native", "-fno-math-errno")
-# tried first: the library then needs libgomp.so.1, which the dynamic loader resolves to the copy torch has
-# already loaded, so the kernel's parallel parts run on the OpenMP threads torch's own operators use
+# tried first with GCC: the library then needs libgomp.so.1, which the dynamic loader resolves to the copy torch
+# has already loaded, so the kernel's parallel parts run on the OpenMP threads torch's own operators use (clang
+# would link its own libomp, a second runtime; it builds without)
 OPENMP = ("-fopenmp",)
+
+
+def _is_gcc(cxx: str) -> bool:
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "Free Software Foundation" in out and "clang" not in out.lower()
 _LANES = 8
 
 _lock = threading.RLock()
@@ -86,12 +95,17 @@ def _build() -> Path:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join((cxx, *FLAGS, *OPENMP, platform.machine(),
-                                            _cpu_flags())).encode()).hexdigest()
+    omp = OPENMP if _is_gcc(cxx) else ()
+
+    def name(flags: tuple[str, ...]) -> str:
+        key = hashlib.sha256(source + " ".join((cxx, *flags, platform.machine(), _cpu_flags())).encode()).hexdigest()
+        return f"align_block-{key[:20]}.so"
+
     out_dir = _cache_dir()
-    out = out_dir / f"align_block-{key[:20]}.so"
-    if out.exists():
-        return out
+    for flags in ((*FLAGS, *omp), FLAGS):  # an earlier build with OpenMP, else one without
+        if (out_dir / name(flags)).exists():
+            return out_dir / name(flags)
+    out = out_dir / name((*FLAGS, *omp))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
@@ -102,9 +116,10 @@ def _build() -> Path:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:
-        proc = subprocess.run([cxx, *FLAGS, *OPENMP, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+        proc = subprocess.run([cxx, *FLAGS, *omp, str(SOURCE), "-o", tmp], capture_output=True, text=True,
                               timeout=300)
-        if proc.returncode != 0:  # no OpenMP with this compiler: the same kernel, parts run in turn
+        if proc.returncode != 0 and omp:  # no OpenMP after all: the same kernel, its parts on Python threads
+            out = out.with_name(name(FLAGS))
             proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"{cxx} failed: {proc.stderr.strip()[-2000:]}")

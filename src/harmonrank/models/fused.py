@@ -186,8 +186,15 @@ class FusedHarmonRank(nn.Module):
         return torch.from_numpy(self._plan().score(batch.scores.detach().numpy(), batch.categorical.detach().numpy(),
                                                    batch.numeric.detach().numpy()))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the kernel plan behind (it holds raw pointers); it is rebuilt on use."""
+        state = self.__dict__.copy()
+        state.pop("_score_plan", None)
+        return state
+
     def _plan(self) -> _Plan:
-        """The kernel's plan, built on first use from this form's weights (which do not train)."""
+        """The kernel's plan, built on first use as a snapshot of this form's weights (an inference form does
+        not train; a changed form must be rebuilt from its network)."""
         plan: _Plan | None = getattr(self, "_score_plan", None)
         if plan is None:
             plan = _Plan(self)
@@ -233,8 +240,8 @@ class _Plan:
         self.use_user = form.use_user
         self.torch_user_terms = form._user_terms
 
-        def f32(t: Tensor) -> np.ndarray:
-            return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
+        def f32(t: Tensor) -> np.ndarray:  # a copy: the plan is a snapshot of the form's weights
+            return np.array(t.detach().numpy(), dtype=np.float32, order="C")
 
         if form.use_user:
             self.tables = [f32(t) for t in form.tables]
@@ -246,6 +253,7 @@ class _Plan:
     def score(self, scores: np.ndarray, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
         """The kernel path: the per-candidate inputs and the per-user terms in numpy (a handful of calls; the
         fixed cost per batch is what a few-hundred-candidate request pays), then one kernel call."""
+        scores = np.ascontiguousarray(scores)  # so every array derived from it is C-contiguous, as C reads it
         n = scores.shape[0]
         logp: np.ndarray | None = None
         if n >= 4096:  # torch's vectorised, threaded log (numpy's float64 log is scalar on AVX2 machines)
@@ -263,7 +271,7 @@ class _Plan:
             new = np.ones(n, dtype=bool)
             if n > 1:  # runs of equal feature rows: a request's candidates share their user's terms
                 new[1:] = (cats[1:] != cats[:-1]).any(1) | (nums[1:] != nums[:-1]).any(1)
-            run = np.cumsum(new) - 1
+            run = np.cumsum(new, dtype=np.int64) - 1
             if n and run[-1] >= 255:  # many users: torch's BLAS on the threads the kernel uses (numpy's pool competes)
                 with torch.no_grad():
                     u = self.torch_user_terms(torch.from_numpy(cats[new]), torch.from_numpy(nums[new]))

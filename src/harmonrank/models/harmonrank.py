@@ -218,7 +218,7 @@ class HarmonRankNet(nn.Module):
             return self
         from .fused import FusedHarmonRank  # fused imports this module
 
-        return FusedHarmonRank(self).eval()
+        return FusedHarmonRank(self, dtype=self.token_weight.dtype).eval()  # a float64 net folds in float64
 
     def attention(self, batch: EncodedBatch) -> Tensor:
         """Step-1 objective-to-objective attention of the last block, averaged over heads: (B, M, M)."""

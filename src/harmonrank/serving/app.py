@@ -17,11 +17,11 @@ out-of-range scores, wrong types, empty or too long candidate lists, duplicate i
 size limit, 503 with ``Retry-After`` when more requests wait than the queue allows. No endpoint takes a file
 path, and nothing is unpickled: the artifact is an ONNX graph plus JSON, verified by sha256.
 
-Scoring runs on ``threads`` worker threads while the event loop parses the next requests; requests beyond
-``max_queue`` parsing, waiting or running are shed with 503. The engine (``engine``, default ``auto``): the
-torch engine scores a request in one call of the network's inference form, whose fused kernel splits the
-candidates over ``threads`` torch threads; ONNX Runtime runs each request as one single-threaded call, or
-chunks of a large one spread over the worker threads.
+Scoring runs on worker threads while the event loop parses the next requests; requests beyond ``max_queue``
+parsing, waiting or running are shed with 503. The engine (``engine``, default ``auto``): the torch engine
+scores one request at a time in one call of the network's inference form, whose fused kernel splits the
+candidates over ``threads`` torch threads; ONNX Runtime scores up to ``threads`` requests at once, each one
+single-threaded call, or chunks of a large one spread over the threads.
 """
 
 from __future__ import annotations
@@ -209,12 +209,16 @@ class ServiceState:
 
     def __init__(self, config: ServeConfig, model: LoadedModel | None = None) -> None:
         self.config = config
-        if config.engine != "onnx":
-            set_threads(config.threads)  # the torch engine's kernel splits a request over torch's threads
         self.model = model if model is not None else LoadedModel.load(config.artifact, config)
         self.metrics = _Metrics()
         self.metrics.set_model(self.model)
-        self.pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="harmonrank-score")
+        workers = config.threads
+        if self.model.artifact.engine == "torch":
+            # the kernel splits each request over `threads` torch threads; one request scored at a time keeps
+            # concurrent requests from starting one thread team each on the same cores
+            set_threads(config.threads)
+            workers = 1
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harmonrank-score")
         self.admitted = 0
         self.draining = False
         self._reload_lock = threading.Lock()
