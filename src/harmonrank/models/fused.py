@@ -237,18 +237,20 @@ class _Plan:
         self.mean_t, self.std_t = std.mean.detach().clone(), std.std.detach().clone()
         self.mean, self.std = self.mean_t.numpy(), self.std_t.numpy()
         self.gate0 = form.n_query + form.n_head if form.gate_branch else None  # softplus from this column on
-        self.use_user = form.use_user
-        self.torch_user_terms = form._user_terms
+        self.use_user = form.use_user  # no reference to the form itself: it holds this plan
 
-        def f32(t: Tensor) -> np.ndarray:  # a copy: the plan is a snapshot of the form's weights
-            return np.array(t.detach().numpy(), dtype=np.float32, order="C")
+        def f32(t: Tensor) -> Tensor:  # a copy: the plan is a snapshot of the form's weights
+            return t.detach().to(torch.float32).contiguous().clone()
 
-        if form.use_user:
-            self.tables = [f32(t) for t in form.tables]
-            self.w_num = f32(form.w_num) if form.w_num is not None else None
-            self.b_user, self.w_u_t, self.b_u = f32(form.b_user), f32(form.w_u.T), f32(form.b_u)
+        if form.use_user:  # torch copies, and numpy views of the same memory
+            self.t_tables = [f32(t) for t in form.tables]
+            self.t_w_num = f32(form.w_num) if form.w_num is not None else None
+            self.t_b_user, self.t_w_u, self.t_b_u = f32(form.b_user), f32(form.w_u), f32(form.b_u)
+            self.tables = [t.numpy() for t in self.t_tables]
+            self.w_num = self.t_w_num.numpy() if self.t_w_num is not None else None
+            self.b_user, self.w_u_t, self.b_u = self.t_b_user.numpy(), self.t_w_u.numpy().T, self.t_b_u.numpy()
         else:
-            self.u_const = self._softplus_gate(f32(form.u_const)[None, :].copy())
+            self.u_const = self._softplus_gate(f32(form.u_const).numpy()[None, :].copy())
 
     def score(self, scores: np.ndarray, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
         """The kernel path: the per-candidate inputs and the per-user terms in numpy (a handful of calls; the
@@ -273,9 +275,8 @@ class _Plan:
                 new[1:] = (cats[1:] != cats[:-1]).any(1) | (nums[1:] != nums[:-1]).any(1)
             run = np.cumsum(new, dtype=np.int64) - 1
             if n and run[-1] >= 255:  # many users: torch's BLAS on the threads the kernel uses (numpy's pool competes)
-                with torch.no_grad():
-                    u = self.torch_user_terms(torch.from_numpy(cats[new]), torch.from_numpy(nums[new]))
-                users = self._softplus_gate(np.ascontiguousarray(u.numpy(), dtype=np.float32))
+                users = self._softplus_gate(self._torch_user_terms(torch.from_numpy(cats[new]),
+                                                                   torch.from_numpy(nums[new])))
             else:
                 users = self.user_terms(cats[new], nums[new])
         else:
@@ -287,6 +288,16 @@ class _Plan:
             g = terms[:, self.gate0:]
             terms[:, self.gate0:] = np.where(g > 20.0, g, np.log1p(np.exp(np.minimum(g, 20.0))))
         return terms
+
+    def _torch_user_terms(self, cats: Tensor, nums: Tensor) -> np.ndarray:
+        """:meth:`user_terms` before the gate's softplus, in torch (MKL on torch's threads), for many users."""
+        with torch.no_grad():
+            pre = self.t_b_user.expand(cats.shape[0], -1)
+            for k, table in enumerate(self.t_tables):
+                pre = pre + F.embedding(cats[:, k], table)
+            if self.t_w_num is not None:
+                pre = pre + F.linear(nums.to(torch.float32), self.t_w_num)
+            return np.ascontiguousarray(F.linear(F.gelu(pre), self.t_w_u, self.t_b_u).numpy(), dtype=np.float32)
 
     def user_terms(self, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
         """(U, d + hd [+ M]) float32 for U distinct feature rows: the folded user encoder (embedding tables
