@@ -146,18 +146,22 @@ def predict_net(net: nn.Module, data: EncodedBatch, eval_batch: int = 65_536,
 
     A network with an ``inference_form()`` (HarmonRank: folded, one fused kernel pass on the CPU) is scored
     in that form, so validation during training, prediction and serving compute the same scores."""
-    net.eval()
     if device is None:
         device = next(iter(net.parameters())).device
-    form = getattr(net, "inference_form", None)
-    if form is not None:
-        net = form()
+    net = scoring_form(net)
     out = []
     with torch.no_grad():
         for a in range(0, len(data), eval_batch):
             b = data.index(slice(a, a + eval_batch)).to(device)
             out.append(net(b).cpu().double().numpy())
     return np.concatenate(out) if out else np.empty(0)
+
+
+def scoring_form(net: nn.Module) -> nn.Module:
+    """``net`` in eval mode, as its ``inference_form()`` where it has one (what :func:`predict_net` scores)."""
+    net.eval()
+    form = getattr(net, "inference_form", None)
+    return form() if form is not None else net
 
 
 class CompiledOrEager(nn.Module):
@@ -417,8 +421,9 @@ class Trainer:
         def validate() -> float:
             assert valid is not None
             scores, labels = [], []
+            form = scoring_form(self.net)  # folded once for the whole validation pass
             for b, y in valid():
-                scores.append(predict_net(self.net, b, self.config.eval_batch, self.device))
+                scores.append(predict_net(form, b, self.config.eval_batch, self.device))
                 labels.append(y)
             s = np.concatenate(scores) if scores else np.empty(0)
             y_all = np.concatenate(labels) if labels else np.empty((0, len(self.objective_weights)), np.int8)

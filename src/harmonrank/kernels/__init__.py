@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ScorePlan", "align_block", "align_block_params", "available", "enabled", "load_error"]
+__all__ = ["ScorePlan", "align_block", "align_block_params", "available", "block_params", "enabled", "load_error"]
 
 log = logging.getLogger(__name__)
 
@@ -290,15 +290,18 @@ _align_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 def align_block(x: Tensor, block: Any, heads: int) -> Tensor:
     """``block(x)`` for a :class:`harmonrank.models.harmonrank._AlignBlock` ``block`` through the fused
     kernel: (B, M, d) float32 CPU tokens -> (B, M, d). Differentiable in ``x`` and every parameter."""
-    attn = block.attn
     if block.norm1.eps != block.norm2.eps:
         raise ValueError("the fused block needs both LayerNorms to share eps")
-    w_qkv = torch.cat([attn.q.weight, attn.kv.weight])
-    b_qkv = torch.cat([attn.q.bias, attn.kv.bias])
-    ff1, ff2 = block.ff[0], block.ff[2]
-    params = [w_qkv, b_qkv, attn.out.weight, attn.out.bias, block.norm1.weight, block.norm1.bias, ff1.weight,
-              ff1.bias, ff2.weight, ff2.bias, block.norm2.weight, block.norm2.bias]
-    return align_block_params(x, params, heads, float(block.norm1.eps))
+    return align_block_params(x, block_params(block), heads, float(block.norm1.eps))
+
+
+def block_params(block: Any) -> list[Tensor]:
+    """The 12 parameters of an ``_AlignBlock`` in the kernel's order (:func:`align_block_params`), as views
+    of the block's own parameters (Q and K/V weights concatenated), so gradients reach them."""
+    attn, ff1, ff2 = block.attn, block.ff[0], block.ff[2]
+    return [torch.cat([attn.q.weight, attn.kv.weight]), torch.cat([attn.q.bias, attn.kv.bias]), attn.out.weight,
+            attn.out.bias, block.norm1.weight, block.norm1.bias, ff1.weight, ff1.bias, ff2.weight, ff2.bias,
+            block.norm2.weight, block.norm2.bias]
 
 
 def align_block_params(x: Tensor, params: list[Tensor], heads: int, eps: float) -> Tensor:

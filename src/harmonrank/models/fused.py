@@ -59,10 +59,7 @@ class _FusedBlock(nn.Module):
         # plain list, so it is neither saved nor exported (the exported graph is the PyTorch form below)
         self.eps = float(block.norm1.eps)
         self.kernel_ok = block.norm1.eps == block.norm2.eps
-        self.kernel_params = [p.detach().to(torch.float32).contiguous().clone() for p in (
-            torch.cat([attn.q.weight, attn.kv.weight]), torch.cat([attn.q.bias, attn.kv.bias]), attn.out.weight,
-            attn.out.bias, block.norm1.weight, block.norm1.bias, block.ff[0].weight, block.ff[0].bias,
-            block.ff[2].weight, block.ff[2].bias, block.norm2.weight, block.norm2.bias)]
+        self.kernel_params = [p.detach().to(torch.float32).contiguous().clone() for p in kernels.block_params(block)]
 
     def forward(self, x: Tensor) -> Tensor:  # (B, M, d) -> (B, M, d)
         if self.kernel_ok and not torch.compiler.is_exporting() and kernels.available(x):
@@ -178,7 +175,7 @@ class FusedHarmonRank(nn.Module):
     def score_numpy(self, scores: np.ndarray, categorical: np.ndarray, numeric: np.ndarray) -> np.ndarray | None:
         """(B,) float32 scores of encoded numpy inputs through the kernel, with no torch call on the way (what a
         server pays per request while holding the GIL); None when the kernel cannot run (then call the module)."""
-        if not (kernels.enabled() and self._weights_fit_kernel() and kernels.available()):
+        if not (self._weights_fit_kernel() and kernels.available()):
             return None
         return self._plan().score(scores, categorical, numeric)
 
@@ -203,12 +200,18 @@ class FusedHarmonRank(nn.Module):
 
     def _user_terms(self, categorical: Tensor, numeric: Tensor) -> Tensor:
         """(B, d + head_dim [+ M]): everything linear in the user vector, from the folded user encoder."""
-        pre = self.b_user.expand(categorical.shape[0], -1)
-        for k, table in enumerate(self.tables):
-            pre = pre + F.embedding(categorical[:, k], table)
-        if self.w_num is not None:
-            pre = pre + F.linear(numeric, self.w_num)
-        return F.linear(F.gelu(pre), self.w_u, self.b_u)
+        return _folded_user(list(self.tables), self.w_num, self.b_user, self.w_u, self.b_u, categorical, numeric)
+
+
+def _folded_user(tables: list[Tensor], w_num: Tensor | None, b_user: Tensor, w_u: Tensor, b_u: Tensor,
+                 categorical: Tensor, numeric: Tensor) -> Tensor:
+    """The folded user encoder: per-column embedding tables summed with the numeric term, GELU, one GEMM."""
+    pre = b_user.expand(categorical.shape[0], -1)
+    for k, table in enumerate(tables):
+        pre = pre + F.embedding(categorical[:, k], table)
+    if w_num is not None:
+        pre = pre + F.linear(numeric, w_num)
+    return F.linear(F.gelu(pre), w_u, b_u)
 
 
 def _runs(categorical: Tensor, numeric: Tensor) -> tuple[Tensor, Tensor]:
@@ -292,12 +295,9 @@ class _Plan:
     def _torch_user_terms(self, cats: Tensor, nums: Tensor) -> np.ndarray:
         """:meth:`user_terms` before the gate's softplus, in torch (MKL on torch's threads), for many users."""
         with torch.no_grad():
-            pre = self.t_b_user.expand(cats.shape[0], -1)
-            for k, table in enumerate(self.t_tables):
-                pre = pre + F.embedding(cats[:, k], table)
-            if self.t_w_num is not None:
-                pre = pre + F.linear(nums.to(torch.float32), self.t_w_num)
-            return np.ascontiguousarray(F.linear(F.gelu(pre), self.t_w_u, self.t_b_u).numpy(), dtype=np.float32)
+            u = _folded_user(self.t_tables, self.t_w_num, self.t_b_user, self.t_w_u, self.t_b_u, cats,
+                             nums.to(torch.float32))
+        return np.ascontiguousarray(u.numpy(), dtype=np.float32)
 
     def user_terms(self, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
         """(U, d + hd [+ M]) float32 for U distinct feature rows: the folded user encoder (embedding tables
